@@ -1,0 +1,200 @@
+// A small typed layer over the ONNX protobuf, so graph code reads like the model's forward pass.
+//
+// Values are named edges; `op()` appends a node and returns its outputs. Weights are never embedded:
+// they are initializers whose bytes live in an external data file (so models over 2 GB work and
+// several graphs can share one weights file). Graph construction is a pure function of the config
+// and the weight table — no tensor data passes through here.
+import { onnx } from 'onnx-proto';
+
+export type DType = 'float32' | 'float16' | 'int64' | 'int32' | 'bool' | 'uint8';
+
+const ONNX_DTYPE: Record<DType, number> = {
+  float32: onnx.TensorProto.DataType.FLOAT,
+  float16: onnx.TensorProto.DataType.FLOAT16,
+  int64: onnx.TensorProto.DataType.INT64,
+  int32: onnx.TensorProto.DataType.INT32,
+  bool: onnx.TensorProto.DataType.BOOL,
+  uint8: onnx.TensorProto.DataType.UINT8,
+};
+
+export interface Value {
+  readonly name: string;
+}
+
+/** A dimension is a fixed size or a symbolic name (dynamic). */
+export type Dim = number | string;
+
+export type AttrValue = number | string | number[] | string[] | { float: number } | { floats: number[] } | { tensor: onnx.ITensorProto } | { graph: onnx.IGraphProto };
+
+/** Where a weight's bytes live in the package's external data file. */
+export interface ExternalTensor {
+  dtype: DType;
+  dims: number[];
+  offset: number;
+  length: number;
+}
+
+export class GraphBuilder {
+  private readonly nodes: onnx.INodeProto[] = [];
+  private readonly inputs: onnx.IValueInfoProto[] = [];
+  private readonly outputs: onnx.IValueInfoProto[] = [];
+  private readonly initializers = new Map<string, onnx.ITensorProto>();
+  private readonly constants = new Map<string, Value>();
+  private counter = 0;
+  private scope: string[] = [];
+
+  constructor(
+    readonly name: string,
+    /** Name of the external data file, relative to the saved model. */
+    private readonly weightsFile = 'weights.bin',
+  ) {}
+
+  /** Prefixes node and value names created inside `fn` (e.g. "layers.3/attn"), for readable graphs. */
+  within<T>(name: string, fn: () => T): T {
+    this.scope.push(name);
+    try {
+      return fn();
+    } finally {
+      this.scope.pop();
+    }
+  }
+
+  fresh(hint: string): string {
+    return `${this.scope.length ? this.scope.join('/') + '/' : ''}${hint}_${this.counter++}`;
+  }
+
+  input(name: string, dtype: DType, shape: Dim[]): Value {
+    this.inputs.push(valueInfo(name, dtype, shape));
+    return { name };
+  }
+
+  output(value: Value, name: string, dtype: DType, shape: Dim[]): void {
+    // Graph outputs need their own names; an Identity renames an internal edge.
+    const out = value.name === name ? value : this.op('Identity', [value], {}, 1, name);
+    this.outputs.push(valueInfo(out.name, dtype, shape));
+  }
+
+  /** A weight stored in the external data file. Repeated calls with the same name share one initializer. */
+  weight(name: string, t: ExternalTensor): Value {
+    if (!this.initializers.has(name)) {
+      this.initializers.set(name, {
+        name,
+        dataType: ONNX_DTYPE[t.dtype],
+        dims: t.dims,
+        dataLocation: onnx.TensorProto.DataLocation.EXTERNAL,
+        externalData: [
+          { key: 'location', value: this.weightsFile },
+          { key: 'offset', value: String(t.offset) },
+          { key: 'length', value: String(t.length) },
+        ],
+      });
+    }
+    return { name };
+  }
+
+  /** A small constant embedded in the graph (shapes, axes, scalars). Deduplicated by value. */
+  constant(dtype: DType, dims: number[], values: number[] | Float32Array): Value {
+    const key = `${dtype}:${dims.join(',')}:${Array.from(values).join(',')}`;
+    const cached = this.constants.get(key);
+    if (cached) return cached;
+    const name = `const_${this.constants.size}`;
+    const tensor: onnx.ITensorProto = { name, dataType: ONNX_DTYPE[dtype], dims };
+    const arr = Array.from(values);
+    if (dtype === 'float32') tensor.rawData = new Uint8Array(new Float32Array(arr).buffer);
+    else if (dtype === 'int64') tensor.rawData = new Uint8Array(new BigInt64Array(arr.map((v) => BigInt(v))).buffer);
+    else if (dtype === 'int32') tensor.rawData = new Uint8Array(new Int32Array(arr).buffer);
+    else if (dtype === 'bool' || dtype === 'uint8') tensor.rawData = new Uint8Array(arr);
+    else if (dtype === 'float16') tensor.rawData = new Uint8Array(new Uint16Array(arr).buffer); // values given as half bits
+    this.initializers.set(name, tensor);
+    const value = { name };
+    this.constants.set(key, value);
+    return value;
+  }
+
+  /** int64 vector constant: shapes, axes, indices. */
+  ints(values: number[]): Value {
+    return this.constant('int64', [values.length], values);
+  }
+
+  /** int64 scalar constant. */
+  int(value: number): Value {
+    return this.constant('int64', [], [value]);
+  }
+
+  /** float32 scalar constant. */
+  float(value: number): Value {
+    return this.constant('float32', [], [value]);
+  }
+
+  op(opType: string, inputs: (Value | null)[], attrs?: Record<string, AttrValue>, outputs?: 1, outName?: string, domain?: string): Value;
+  op(opType: string, inputs: (Value | null)[], attrs: Record<string, AttrValue>, outputs: number, outName?: string, domain?: string): Value[];
+  op(opType: string, inputs: (Value | null)[], attrs: Record<string, AttrValue> = {}, outputs = 1, outName?: string, domain?: string): Value | Value[] {
+    const outNames = Array.from({ length: outputs }, (_, i) => (outName && outputs === 1 ? outName : this.fresh(opType.toLowerCase() + (outputs > 1 ? `${i}` : ''))));
+    this.nodes.push({
+      opType,
+      domain: domain ?? '',
+      name: this.fresh(opType),
+      input: inputs.map((v) => (v === null ? '' : v.name)),
+      output: outNames,
+      attribute: Object.entries(attrs).map(([name, v]) => attribute(name, v)),
+    });
+    const vals = outNames.map((name) => ({ name }));
+    return outputs === 1 ? vals[0] : vals;
+  }
+
+  /** The serialized ModelProto (opset 18 + the com.microsoft contrib domain). */
+  toBytes(metadata: Record<string, string> = {}): Uint8Array {
+    const model: onnx.IModelProto = {
+      irVersion: 8,
+      producerName: 'titan',
+      producerVersion: '1',
+      opsetImport: [
+        { domain: '', version: 18 },
+        { domain: 'com.microsoft', version: 1 },
+      ],
+      metadataProps: Object.entries(metadata).map(([key, value]) => ({ key, value })),
+      graph: {
+        name: this.name,
+        node: this.nodes,
+        input: this.inputs,
+        output: this.outputs,
+        initializer: [...this.initializers.values()],
+      },
+    };
+    return onnx.ModelProto.encode(onnx.ModelProto.create(model)).finish();
+  }
+
+  get nodeCount(): number {
+    return this.nodes.length;
+  }
+
+  opTypes(): Set<string> {
+    return new Set(this.nodes.map((n) => n.opType ?? ''));
+  }
+}
+
+function valueInfo(name: string, dtype: DType, shape: Dim[]): onnx.IValueInfoProto {
+  return {
+    name,
+    type: {
+      tensorType: {
+        elemType: ONNX_DTYPE[dtype],
+        shape: { dim: shape.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) },
+      },
+    },
+  };
+}
+
+function attribute(name: string, v: AttrValue): onnx.IAttributeProto {
+  const T = onnx.AttributeProto.AttributeType;
+  if (typeof v === 'number') return Number.isInteger(v) ? { name, type: T.INT, i: v } : { name, type: T.FLOAT, f: v };
+  if (typeof v === 'string') return { name, type: T.STRING, s: new TextEncoder().encode(v) };
+  if (Array.isArray(v)) {
+    if (v.length > 0 && typeof v[0] === 'string') return { name, type: T.STRINGS, strings: (v as string[]).map((s) => new TextEncoder().encode(s)) };
+    return { name, type: T.INTS, ints: v as number[] };
+  }
+  if ('float' in v) return { name, type: T.FLOAT, f: v.float };
+  if ('floats' in v) return { name, type: T.FLOATS, floats: v.floats };
+  if ('tensor' in v) return { name, type: T.TENSOR, t: v.tensor };
+  return { name, type: T.GRAPH, g: v.graph };
+}

@@ -1,0 +1,163 @@
+// The decoder forward pass as an ONNX graph: one run processes T new tokens, continuing from the
+// state the previous run returned (softmax KV window, and in Titan packages the linear-attention state).
+//
+// Graph interface (batch is always 1 and is left out of every shape):
+//   inputs   input_ids [T] int64 · logits_rows [K] int64 (rows of the segment whose logits to return)
+//            per layer i: past_key.i, past_value.i [Hk, P, d] float32 — keys are kept *before* RoPE,
+//            so positions can be re-based to the window (RoPE scores depend only on offsets)
+//            + whatever the attention extension (LiZA) declares
+//   outputs  logits [K, V] float32 · present_key.i, present_value.i [Hk, P', d] (P' = min(P+T, W))
+//            + the extension's state outputs
+import type { ModelConfig } from '../model/config';
+import { ropeInverseFrequencies } from '../model/config';
+import type { ExternalTensor, GraphBuilder, Value } from './builder';
+import { add, cast, concat, dimOf, linear, matmul, mul, range, reshape, rmsNorm, rope, silu, slice, transpose, unsqueeze } from './ops';
+
+/** Name → location of every tensor in the package's weights file (see titanize/package-writer). */
+export type WeightTable = Record<string, ExternalTensor>;
+
+/** What one layer's attention hands to an extension that mixes in another branch. */
+export interface AttentionContext {
+  layer: number;
+  /** Raw projection outputs, bias included, before norms and RoPE: [T, H·d], [T, Hk·d], [T, Hk·d]. */
+  q: Value;
+  k: Value;
+  v: Value;
+  /** The softmax branch output after o_proj: [T, C]. */
+  softmaxOut: Value;
+  /** Applies this layer's o_proj (with bias) to [N, H·d]. */
+  oProj: (x: Value) => Value;
+  /** Number of tokens in this run, as an int64 vector [1]. */
+  newTokens: Value;
+}
+
+export interface AttentionExtension {
+  /** Declares extra graph inputs/outputs once, before the layers are built. */
+  declare(g: GraphBuilder): void;
+  /** Returns the layer's attention output [T, C] given the softmax branch and the raw projections. */
+  mix(g: GraphBuilder, ctx: AttentionContext): Value;
+}
+
+export interface DecoderGraphOptions {
+  /** Softmax attention sees at most this many most recent tokens (itself included); null = unbounded. */
+  window: number | null;
+  /** LiZA + Memory-as-Gate for Titan packages; absent for the base model. */
+  extension?: AttentionExtension;
+}
+
+/** Builds the whole decoder graph into `g`. */
+export function buildDecoderGraph(g: GraphBuilder, config: ModelConfig, weights: WeightTable, options: DecoderGraphOptions): void {
+  const { numHeads: H, numKvHeads: Hk, headDim: d, numLayers: L, hiddenSize: C } = config;
+  const G = H / Hk;
+  const window = options.window ?? config.slidingWindow;
+
+  const w = (name: string): Value => {
+    const t = weights[name];
+    if (!t) throw new Error(`weight table has no ${name}`);
+    const v = g.weight(name, t);
+    // fp16 packages store half-precision weights; the math here is float32.
+    return t.dtype === 'float16' ? cast(g, v, 'float32') : v;
+  };
+  const opt = (name: string): Value | null => (weights[name] ? w(name) : null);
+
+  const inputIds = g.input('input_ids', 'int64', ['T']);
+  const logitsRows = g.input('logits_rows', 'int64', ['K']);
+  const past = Array.from({ length: L }, (_, i) => ({
+    key: g.input(`past_key.${i}`, 'float32', [Hk, 'P', d]),
+    value: g.input(`past_value.${i}`, 'float32', [Hk, 'P', d]),
+  }));
+  options.extension?.declare(g);
+
+  // Positions: the cached keys sit at 0..P−1, the new tokens at P..P+T−1 (window-relative).
+  const newTokens = dimOf(g, inputIds, 0); // [1] = T
+  const pastLen = dimOf(g, past[0].key, 1); // [1] = P
+  const total = add(g, pastLen, newTokens); // [1] = S
+  const keyPositions = cast(g, range(g, g.ints([0]), total), 'float32'); // [S]
+  const invFreq = g.constant('float32', [1, d / 2], Float32Array.from(ropeInverseFrequencies(config.rope, d)));
+  const angles = mul(g, unsqueeze(g, keyPositions, [1]), invFreq); // [S, d/2]
+  const cosK = unsqueeze(g, g.op('Cos', [angles]), [1]); // [S, 1, d/2]
+  const sinK = unsqueeze(g, g.op('Sin', [angles]), [1]);
+  const cosQ = slice(g, cosK, pastLen, total, [0]); // [T, 1, d/2]
+  const sinQ = slice(g, sinK, pastLen, total, [0]);
+
+  // Mask [T, S]: query at P+t sees key j when j ≤ P+t and P+t − j < window.
+  const queryPos = unsqueeze(g, range(g, pastLen, newTokens), [1]); // [T, 1]
+  const keyPos = unsqueeze(g, range(g, g.ints([0]), total), [0]); // [1, S]
+  let allowed = g.op('LessOrEqual', [keyPos, queryPos]);
+  if (window !== null) allowed = g.op('And', [allowed, g.op('Less', [g.op('Sub', [queryPos, keyPos]), g.int(window)])]);
+  const mask = g.op('Where', [allowed, g.float(0), g.float(-Infinity)]); // [T, S]
+
+  let x = g.op('Gather', [w('embed'), inputIds], { axis: 0 }); // [T, C]
+
+  for (let i = 0; i < L; i++) {
+    g.within(`layers.${i}`, () => {
+      const p = `layers.${i}.`;
+      // ── attention ──
+      const attnIn = config.normPlacement === 'pre' ? rmsNorm(g, x, w(p + 'attn_norm'), config.rmsNormEps) : x;
+      const qkv = linear(g, attnIn, w(p + 'qkv'), opt(p + 'qkv_bias')); // [T, (H+2Hk)·d]
+      const [qRaw, kRaw, vRaw] = g.op('Split', [qkv, g.ints([H * d, Hk * d, Hk * d])], { axis: 1 }, 3);
+      let q = qRaw;
+      let k = kRaw;
+      if (config.qkNorm === 'full') {
+        q = rmsNorm(g, q, w(p + 'q_norm'), config.rmsNormEps);
+        k = rmsNorm(g, k, w(p + 'k_norm'), config.rmsNormEps);
+      }
+      q = reshape(g, q, [-1, H, d]); // [T, H, d]
+      k = reshape(g, k, [-1, Hk, d]); // [T, Hk, d]
+      if (config.qkNorm === 'per-head') {
+        q = rmsNorm(g, q, w(p + 'q_norm'), config.rmsNormEps);
+        k = rmsNorm(g, k, w(p + 'k_norm'), config.rmsNormEps);
+      }
+      const v = reshape(g, vRaw, [-1, Hk, d]);
+
+      // The window cache keeps keys before RoPE; RoPE is applied to all S keys at their current positions.
+      const keysAll = concat(g, [past[i].key, transpose(g, k, [1, 0, 2])], 1); // [Hk, S, d]
+      const valuesAll = concat(g, [past[i].value, transpose(g, v, [1, 0, 2])], 1); // [Hk, S, d]
+      const kRot = rope(g, transpose(g, keysAll, [1, 0, 2]), cosK, sinK, d); // [S, Hk, d]
+      const qRot = rope(g, q, cosQ, sinQ, d); // [T, H, d]
+
+      // GQA without copies: queries grouped as [Hk, G, T, d] against keys [Hk, 1, S, d].
+      const qg = transpose(g, reshape(g, qRot, [-1, Hk, G, d]), [1, 2, 0, 3]); // [Hk, G, T, d]
+      const kT = unsqueeze(g, transpose(g, kRot, [1, 2, 0]), [1]); // [Hk, 1, d, S]
+      const scores = add(g, mul(g, matmul(g, qg, kT), g.float(1 / Math.sqrt(d))), mask); // [Hk, G, T, S]
+      const probs = g.op('Softmax', [scores], { axis: -1 });
+      const ctx = matmul(g, probs, unsqueeze(g, valuesAll, [1])); // [Hk, G, T, d]
+      const heads = reshape(g, transpose(g, ctx, [2, 0, 1, 3]), [-1, H * d]); // [T, H·d]
+      const oW = w(p + 'o');
+      const oB = opt(p + 'o_bias');
+      const oProj = (h: Value) => linear(g, h, oW, oB);
+      let attnOut = oProj(heads); // [T, C]
+      if (options.extension) {
+        attnOut = options.extension.mix(g, { layer: i, q: qRaw, k: kRaw, v: vRaw, softmaxOut: attnOut, oProj, newTokens });
+      }
+
+      // The window slides: keep the last `window` keys/values for the next run.
+      let presentK = keysAll;
+      let presentV = valuesAll;
+      if (window !== null) {
+        const start = g.op('Max', [g.op('Sub', [total, g.int(window)]), g.ints([0])]);
+        presentK = slice(g, keysAll, start, total, [1]);
+        presentV = slice(g, valuesAll, start, total, [1]);
+      }
+      g.output(presentK, `present_key.${i}`, 'float32', [Hk, 'P_out', d]);
+      g.output(presentV, `present_value.${i}`, 'float32', [Hk, 'P_out', d]);
+
+      if (config.normPlacement === 'post') attnOut = rmsNorm(g, attnOut, w(p + 'post_attn_norm'), config.rmsNormEps);
+      x = add(g, x, attnOut);
+
+      // ── MLP (SwiGLU) ──
+      const mlpIn = config.normPlacement === 'pre' ? rmsNorm(g, x, w(p + 'mlp_norm'), config.rmsNormEps) : x;
+      const gateUp = linear(g, mlpIn, w(p + 'gate_up'), opt(p + 'gate_up_bias')); // [T, 2·I]
+      const [gate, up] = g.op('Split', [gateUp, g.ints([config.intermediateSize, config.intermediateSize])], { axis: 1 }, 2);
+      let mlpOut = linear(g, mul(g, silu(g, gate), up), w(p + 'down'), opt(p + 'down_bias')); // [T, C]
+      if (config.normPlacement === 'post') mlpOut = rmsNorm(g, mlpOut, w(p + 'post_mlp_norm'), config.rmsNormEps);
+      x = add(g, x, mlpOut);
+    });
+  }
+
+  // Only the requested rows go through the (large) vocabulary projection.
+  const rows = g.op('Gather', [rmsNorm(g, x, w('final_norm'), config.rmsNormEps), logitsRows], { axis: 0 }); // [K, C]
+  const logits = linear(g, rows, w(weights.lm_head ? 'lm_head' : 'embed')); // [K, V]
+  g.output(logits, 'logits', 'float32', ['K', config.vocabSize]);
+  void C;
+}

@@ -1,0 +1,136 @@
+// Running a model package with onnxruntime-node: execution provider choice, the run state carried
+// between runs (softmax window + any recurrent state), and segment-by-segment forward passes.
+//
+// `session.run` blocks the thread it runs on: the engine hosts this class in a worker thread
+// (runtime/worker.ts); tests and the CLI's one-shot commands may use it directly.
+import * as ort from 'onnxruntime-node';
+import * as path from 'node:path';
+import { ModelError } from '../model/errors';
+import { readPackage, type LoadedPackage } from '../titanize/package';
+
+export type ProviderChoice = 'auto' | 'webgpu' | 'cuda' | 'cpu';
+
+export interface ProviderReport {
+  /** The provider the session runs on. */
+  provider: 'webgpu' | 'cuda' | 'cpu';
+  /** Why: which were tried and why they were passed over. */
+  reason: string;
+}
+
+export interface RunnerOptions {
+  provider?: ProviderChoice;
+  /** Intra-op threads for the CPU provider (default: ORT's choice, all cores). */
+  threads?: number;
+}
+
+/** Every graph input that carries state from one run to the next, by name. */
+export type RunState = Map<string, ort.Tensor>;
+
+function emptyLike(dims: readonly (number | string)[]): ort.Tensor {
+  const shape = dims.map((d) => (typeof d === 'number' ? d : 0));
+  return new ort.Tensor('float32', new Float32Array(shape.reduce((a, b) => a * b, 1)), shape);
+}
+
+async function createSession(file: string, provider: ProviderChoice, threads?: number): Promise<{ session: ort.InferenceSession; report: ProviderReport }> {
+  const base: ort.InferenceSession.SessionOptions = {
+    graphOptimizationLevel: 'all',
+    ...(threads ? { intraOpNumThreads: threads, interOpNumThreads: 1 } : {}),
+  };
+  const order: ('cuda' | 'webgpu' | 'cpu')[] = provider === 'auto' ? ['cuda', 'webgpu', 'cpu'] : [provider];
+  const skipped: string[] = [];
+  const available = new Set(ort.listSupportedBackends().map((b) => b.name));
+  for (const ep of order) {
+    if (ep !== 'cpu' && !available.has(ep)) {
+      skipped.push(`${ep}: not in this onnxruntime-node build${ep === 'cuda' ? ' (install the CUDA provider: npm run install-cuda)' : ''}`);
+      continue;
+    }
+    try {
+      const session = await ort.InferenceSession.create(file, { ...base, executionProviders: [ep] });
+      const reason = skipped.length ? `${ep} (passed over: ${skipped.join('; ')})` : `${ep} (${provider === 'auto' ? 'first available' : 'requested'})`;
+      return { session, report: { provider: ep, reason } };
+    } catch (e) {
+      const msg = String((e as Error).message ?? e).split('\n')[0];
+      if (provider !== 'auto') throw new ModelError(`execution provider ${ep} failed to start: ${msg}`);
+      skipped.push(`${ep}: ${msg}`);
+    }
+  }
+  throw new ModelError(`no execution provider could start the model (${skipped.join('; ')})`);
+}
+
+export class ModelRunner {
+  private state: RunState = new Map();
+  /** Tokens consumed since the last reset. */
+  position = 0;
+
+  private constructor(
+    readonly pkg: LoadedPackage,
+    private readonly session: ort.InferenceSession,
+    readonly provider: ProviderReport,
+    private readonly stateInputs: { name: string; dims: readonly (number | string)[]; type: string }[],
+  ) {
+    this.reset();
+  }
+
+  static async open(packageDir: string, options: RunnerOptions = {}): Promise<ModelRunner> {
+    const pkg = readPackage(packageDir);
+    const { session, report } = await createSession(path.join(pkg.dir, pkg.manifest.graphs.decoder), options.provider ?? 'auto', options.threads);
+    const meta = session.inputMetadata as readonly { name: string; isTensor: boolean; type?: string; shape?: readonly (number | string)[] }[];
+    const stateInputs = meta
+      .filter((m) => m.name !== 'input_ids' && m.name !== 'logits_rows')
+      .map((m) => ({ name: m.name, dims: m.shape ?? [], type: m.type ?? 'float32' }));
+    return new ModelRunner(pkg, session, report, stateInputs);
+  }
+
+  get config() {
+    return this.pkg.config;
+  }
+
+  /** Forgets everything: the next run starts a new stream. */
+  reset(): void {
+    this.state = new Map(this.stateInputs.map((s) => [s.name, emptyLike(s.dims)]));
+    this.position = 0;
+  }
+
+  /** The current state (tensors are not copied; treat as read-only). */
+  snapshot(): { position: number; tensors: RunState } {
+    return { position: this.position, tensors: new Map(this.state) };
+  }
+
+  restore(snap: { position: number; tensors: RunState }): void {
+    for (const s of this.stateInputs) if (!snap.tensors.has(s.name)) throw new ModelError(`state snapshot lacks ${s.name}`);
+    this.state = new Map(snap.tensors);
+    this.position = snap.position;
+  }
+
+  /**
+   * Runs `ids` as one segment after everything fed so far, returning the next-token logits after
+   * each of `rows` (indices into `ids`).
+   */
+  async forward(ids: readonly number[], rows: readonly number[]): Promise<Float32Array[]> {
+    if (ids.length === 0) throw new ModelError('forward needs at least one token');
+    const V = this.config.vocabSize;
+    for (const id of ids) if (!Number.isInteger(id) || id < 0 || id >= V) throw new ModelError(`token id ${id} is outside the vocabulary (0..${V - 1})`);
+    for (const r of rows) if (!Number.isInteger(r) || r < 0 || r >= ids.length) throw new ModelError(`logits row ${r} is outside the segment (0..${ids.length - 1})`);
+    const feeds: Record<string, ort.Tensor> = {
+      input_ids: new ort.Tensor('int64', BigInt64Array.from(ids.map(BigInt)), [ids.length]),
+      logits_rows: new ort.Tensor('int64', BigInt64Array.from(rows.map(BigInt)), [rows.length]),
+    };
+    for (const [name, t] of this.state) feeds[name] = t;
+    const out = await this.session.run(feeds);
+    const next: RunState = new Map();
+    for (const s of this.stateInputs) {
+      const outName = s.name.startsWith('past_') ? s.name.replace('past_', 'present_') : s.name.replace(/^state_in\./, 'state_out.');
+      const t = out[outName];
+      if (!t) throw new Error(`graph returned no ${outName}`);
+      next.set(s.name, t);
+    }
+    this.state = next;
+    this.position += ids.length;
+    const logits = out.logits.data as Float32Array;
+    return rows.map((_, i) => logits.slice(i * V, (i + 1) * V));
+  }
+
+  async release(): Promise<void> {
+    await this.session.release();
+  }
+}
