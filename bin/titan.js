@@ -7,4 +7,4 @@ if (!fs.existsSync(cli)) {
   process.stderr.write('titan: the engine is not built yet; run `npm run build` in ' + path.dirname(__dirname) + '\n');
   process.exit(2);
 }
-require(cli);
+require(cli).run();

@@ -4,9 +4,12 @@
 // `session.run` blocks the thread it runs on: the engine hosts this class in a worker thread
 // (runtime/worker.ts); tests and the CLI's one-shot commands may use it directly.
 import * as ort from 'onnxruntime-node';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ModelError } from '../model/errors';
 import { readPackage, type LoadedPackage } from '../titanize/package';
+import { decodeState, encodeState } from './state-blob';
+import * as crypto from 'node:crypto';
 
 export type ProviderChoice = 'auto' | 'webgpu' | 'cuda' | 'cpu';
 
@@ -31,6 +34,28 @@ function emptyLike(dims: readonly (number | string)[]): ort.Tensor {
   return new ort.Tensor('float32', new Float32Array(shape.reduce((a, b) => a * b, 1)), shape);
 }
 
+/** The directory holding onnxruntime-node's native binding (and any installed provider libraries). */
+function bindingDir(): string {
+  const pkgJson = require.resolve('onnxruntime-node/package.json');
+  return path.join(path.dirname(pkgJson), 'bin', 'napi-v6', process.platform, process.arch);
+}
+
+/**
+ * Why a provider cannot work on this machine, found without trying it (trying prints native errors
+ * to stderr): the CUDA provider is an opt-in download; WebGPU on Linux needs the Vulkan loader.
+ */
+function providerUnavailable(ep: 'cuda' | 'webgpu'): string | null {
+  if (ep === 'cuda') {
+    const lib = process.platform === 'win32' ? 'onnxruntime_providers_cuda.dll' : 'libonnxruntime_providers_cuda.so';
+    return fs.existsSync(path.join(bindingDir(), lib)) ? null : 'CUDA provider not installed (opt in with `npm run install-cuda`)';
+  }
+  if (process.platform === 'linux') {
+    const dirs = [...(process.env.LD_LIBRARY_PATH ?? '').split(':').filter(Boolean), '/usr/lib/x86_64-linux-gnu', '/usr/lib/aarch64-linux-gnu', '/usr/lib64', '/usr/lib', '/lib/x86_64-linux-gnu', '/usr/local/lib'];
+    if (!dirs.some((d) => fs.existsSync(path.join(d, 'libvulkan.so.1')))) return 'no Vulkan loader (libvulkan.so.1) on this machine';
+  }
+  return null;
+}
+
 async function createSession(file: string, provider: ProviderChoice, threads?: number): Promise<{ session: ort.InferenceSession; report: ProviderReport }> {
   const base: ort.InferenceSession.SessionOptions = {
     graphOptimizationLevel: 'all',
@@ -38,10 +63,11 @@ async function createSession(file: string, provider: ProviderChoice, threads?: n
   };
   const order: ('cuda' | 'webgpu' | 'cpu')[] = provider === 'auto' ? ['cuda', 'webgpu', 'cpu'] : [provider];
   const skipped: string[] = [];
-  const available = new Set(ort.listSupportedBackends().map((b) => b.name));
   for (const ep of order) {
-    if (ep !== 'cpu' && !available.has(ep)) {
-      skipped.push(`${ep}: not in this onnxruntime-node build${ep === 'cuda' ? ' (install the CUDA provider: npm run install-cuda)' : ''}`);
+    const missing = ep === 'cpu' ? null : providerUnavailable(ep);
+    if (missing) {
+      if (provider !== 'auto') throw new ModelError(`execution provider ${ep} is not available: ${missing}`);
+      skipped.push(`${ep}: ${missing}`);
       continue;
     }
     try {
@@ -128,6 +154,37 @@ export class ModelRunner {
     this.position += ids.length;
     const logits = out.logits.data as Float32Array;
     return rows.map((_, i) => logits.slice(i * V, (i + 1) * V));
+  }
+
+  /** Identifies what a saved state is valid for: the weights, dtype, window and TPTT settings. */
+  get packageKey(): string {
+    const m = this.pkg.manifest;
+    return crypto.createHash('sha256').update(JSON.stringify([m.source.weightsSha256, m.kind, m.dtype, m.window, m.tptt ?? null])).digest('hex').slice(0, 32);
+  }
+
+  /** The run state as a checksummed blob (see state-blob.ts). */
+  saveState(): Buffer {
+    return encodeState({
+      position: this.position,
+      packageKey: this.packageKey,
+      tensors: this.stateInputs.map((s) => {
+        const t = this.state.get(s.name)!;
+        return { name: s.name, dims: [...t.dims], data: t.data as Float32Array };
+      }),
+    });
+  }
+
+  loadState(blob: Uint8Array): void {
+    const snap = decodeState(blob, this.packageKey);
+    const byName = new Map(snap.tensors.map((t) => [t.name, t]));
+    const next: RunState = new Map();
+    for (const s of this.stateInputs) {
+      const t = byName.get(s.name);
+      if (!t) throw new ModelError(`state blob lacks ${s.name}`);
+      next.set(s.name, new ort.Tensor('float32', t.data, t.dims));
+    }
+    this.state = next;
+    this.position = snap.position;
   }
 
   async release(): Promise<void> {

@@ -1,0 +1,7 @@
+// The table of `titan` commands.
+import { convertCommand, generateCommand, logitsCommand } from './model-commands';
+import type { Command } from './types';
+
+export { UsageError, type Command, type CommandContext, type OptionSpec } from './types';
+
+export const COMMANDS: Command[] = [convertCommand, generateCommand, logitsCommand];
