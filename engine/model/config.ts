@@ -112,7 +112,7 @@ export function parseModelConfig(rawValue: unknown): ModelConfig {
   const numHeads = int('num_attention_heads');
   const numKvHeads = int('num_key_value_heads', numHeads);
   if (numHeads % numKvHeads !== 0) throw new ModelError(`config.json: num_attention_heads (${numHeads}) is not a multiple of num_key_value_heads (${numKvHeads})`);
-  if (cfg.head_dim === undefined && hiddenSize % numHeads !== 0) throw new ModelError(`config.json: hidden_size (${hiddenSize}) is not divisible by num_attention_heads (${numHeads}) and no head_dim is given`);
+  if ((cfg.head_dim === undefined || cfg.head_dim === null) && hiddenSize % numHeads !== 0) throw new ModelError(`config.json: hidden_size (${hiddenSize}) is not divisible by num_attention_heads (${numHeads}) and no head_dim is given`);
   const headDim = int('head_dim', Math.floor(hiddenSize / numHeads));
   if (headDim % 2 !== 0) throw new ModelError(`config.json: head_dim ${headDim} must be even for rotary embeddings`);
   const act = cfg.hidden_act ?? cfg.hidden_activation ?? 'silu';

@@ -39,7 +39,9 @@ export function readSafetensorsHeader(file: string): TensorInfo[] {
     throw new ModelError(`${display}: cannot open (${(e as NodeJS.ErrnoException).code ?? String(e)})`);
   }
   try {
-    const fileSize = fs.fstatSync(fd).size;
+    const stat = fs.fstatSync(fd);
+    if (!stat.isFile()) throw new ModelError(`${display}: is not a regular file (${file})`);
+    const fileSize = stat.size;
     if (fileSize < 8) throw new ModelError(`${display}: truncated safetensors file (${fileSize} bytes, no header)`);
     const lenBuf = Buffer.alloc(8);
     fs.readSync(fd, lenBuf, 0, 8, 0);
