@@ -83,6 +83,15 @@ async function createSession(file: string, provider: ProviderChoice, threads?: n
   throw new ModelError(`no execution provider could start the model (${skipped.join('; ')})`);
 }
 
+/** Graph inputs that describe the run itself rather than carry state. */
+const RUN_INPUTS = new Set(['input_ids', 'logits_rows', 'call_start', 'stream_position']);
+
+/** Largest divisor of `length` not above `max` (the reference's chunk choice). */
+export function largestDivisorAtMost(length: number, max: number): number {
+  for (let c = Math.min(max, length); c > 1; c--) if (length % c === 0) return c;
+  return 1;
+}
+
 export class ModelRunner {
   private state: RunState = new Map();
   /** Tokens consumed since the last reset. */
@@ -93,6 +102,7 @@ export class ModelRunner {
     private readonly session: ort.InferenceSession,
     readonly provider: ProviderReport,
     private readonly stateInputs: { name: string; dims: readonly (number | string)[]; type: string }[],
+    private readonly hasRunInput: { call_start: boolean; stream_position: boolean },
   ) {
     this.reset();
   }
@@ -102,9 +112,10 @@ export class ModelRunner {
     const { session, report } = await createSession(path.join(pkg.dir, pkg.manifest.graphs.decoder), options.provider ?? 'auto', options.threads);
     const meta = session.inputMetadata as readonly { name: string; isTensor: boolean; type?: string; shape?: readonly (number | string)[] }[];
     const stateInputs = meta
-      .filter((m) => m.name !== 'input_ids' && m.name !== 'logits_rows')
+      .filter((m) => !RUN_INPUTS.has(m.name))
       .map((m) => ({ name: m.name, dims: m.shape ?? [], type: m.type ?? 'float32' }));
-    return new ModelRunner(pkg, session, report, stateInputs);
+    const names = new Set(session.inputNames);
+    return new ModelRunner(pkg, session, report, stateInputs, { call_start: names.has('call_start'), stream_position: names.has('stream_position') });
   }
 
   get config() {
@@ -128,8 +139,32 @@ export class ModelRunner {
     this.position = snap.position;
   }
 
+  /** How one forward call is cut into graph runs (Titan graphs take at most max_chunk_size tokens). */
+  runPlan(length: number): number[] {
+    const tptt = this.pkg.manifest.tptt as { max_chunk_size?: number; semantics?: string } | undefined;
+    if (!tptt?.max_chunk_size) return [length];
+    const C = tptt.max_chunk_size;
+    const plan: number[] = [];
+    if (tptt.semantics === 'tptt-0.12') {
+      // The reference processes a call in equal chunks: the largest divisor of its length ≤ C.
+      const c = largestDivisorAtMost(length, C);
+      for (let i = 0; i < length; i += c) plan.push(c);
+      return plan;
+    }
+    // Exact semantics: runs end at absolute multiples of C, where the state activation applies.
+    let pos = this.position;
+    let left = length;
+    while (left > 0) {
+      const size = Math.min(left, C - (pos % C));
+      plan.push(size);
+      pos += size;
+      left -= size;
+    }
+    return plan;
+  }
+
   /**
-   * Runs `ids` as one segment after everything fed so far, returning the next-token logits after
+   * Runs `ids` as one call after everything fed so far, returning the next-token logits after
    * each of `rows` (indices into `ids`).
    */
   async forward(ids: readonly number[], rows: readonly number[]): Promise<Float32Array[]> {
@@ -137,10 +172,26 @@ export class ModelRunner {
     const V = this.config.vocabSize;
     for (const id of ids) if (!Number.isInteger(id) || id < 0 || id >= V) throw new ModelError(`token id ${id} is outside the vocabulary (0..${V - 1})`);
     for (const r of rows) if (!Number.isInteger(r) || r < 0 || r >= ids.length) throw new ModelError(`logits row ${r} is outside the segment (0..${ids.length - 1})`);
+    const result: Float32Array[] = new Array(rows.length);
+    let start = 0;
+    for (const [index, size] of this.runPlan(ids.length).entries()) {
+      const wanted = rows.map((r, i) => [r - start, i] as const).filter(([r]) => r >= 0 && r < size);
+      const out = await this.run(ids.slice(start, start + size), wanted.map(([r]) => r), index === 0);
+      wanted.forEach(([, i], j) => (result[i] = out[j]));
+      start += size;
+    }
+    return result;
+  }
+
+  /** One graph run: `ids` continue the state; returns logits rows for `rows` (may be empty). */
+  private async run(ids: readonly number[], rows: readonly number[], callStart: boolean): Promise<Float32Array[]> {
+    const V = this.config.vocabSize;
     const feeds: Record<string, ort.Tensor> = {
       input_ids: new ort.Tensor('int64', BigInt64Array.from(ids.map(BigInt)), [ids.length]),
       logits_rows: new ort.Tensor('int64', BigInt64Array.from(rows.map(BigInt)), [rows.length]),
     };
+    if (this.hasRunInput.call_start) feeds.call_start = new ort.Tensor('bool', Uint8Array.from([callStart ? 1 : 0]), [1]);
+    if (this.hasRunInput.stream_position) feeds.stream_position = new ort.Tensor('int64', BigInt64Array.from([BigInt(this.position)]), [1]);
     for (const [name, t] of this.state) feeds[name] = t;
     const out = await this.session.run(feeds);
     const next: RunState = new Map();

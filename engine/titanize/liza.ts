@@ -1,0 +1,421 @@
+// LiZA linear attention + Memory-as-Gate, injected into every attention layer of the decoder graph.
+//
+// Per layer, from the layer's own raw projections q [T, H·d], k, v [T, Hk·d] (bias included, before
+// norms and RoPE; k and v repeated over the GQA groups):
+//   gates   g_k = σ(mean of k over the token and the two before it), g_v likewise; α, β chosen by the
+//           recurrent config (α scales the state's value columns; β the write)
+//   feature q̂ = L2norm(silu(q)), k̂ = L2norm(silu(k)) per head (eps 1e-6), v̂ = v/√d
+//   order n each token becomes n virtual tokens (derivative / rotation trick, the reference's order)
+//   core    "exact": S̃ = S·diag(α), u = β⊙v̂ − S̃ᵀ(β⊙k̂), S ← S̃ + k̂uᵀ, o = Sᵀq̂ — computed per run in
+//           the chunk-parallel (UT) form; "tptt-0.12": the reference's chunked scan, quirks included
+//   output  RMS-normalized concatenation of heads (eps 1e-6) → the layer's o_proj
+//   MaG     out = (1−μ)·softmax + μ·linear (+ their product with cross_gate)
+// docs/tptt-semantics.md gives the full specification and where the two semantics differ.
+//
+// Each run sees at most `max_chunk_size` real tokens (the runtime splits longer segments), padded
+// inside the graph to a fixed power of two so the triangular solve is a fixed, loop-free recursion
+// of batched matmuls (no Scan/Loop, which fall back to the CPU under WebGPU).
+import type { GraphBuilder, Value } from '../graph/builder';
+import { add, concat, dimOf, div, l2Normalize, matmul, mul, reshape, sigmoid, silu, slice, sub, transpose, unsqueeze } from '../graph/ops';
+import type { AttentionContext, AttentionExtension } from '../graph/transformer';
+import type { ModelConfig } from '../model/config';
+import type { GateChoice, TpttSettings } from './settings';
+
+/** Virtual-token sequence length a run is padded to: the next power of two ≥ order × chunk. */
+export function paddedVirtualLength(settings: TpttSettings): number {
+  const n = settings.recurrent_config.order * settings.max_chunk_size;
+  return 2 ** Math.ceil(Math.log2(Math.max(2, n)));
+}
+
+/** The reference's initial state value (tptt-0.12 semantics); exact semantics start from zero. */
+const TPTT_INITIAL_STATE = 1e-6;
+
+export class LizaExtension implements AttentionExtension {
+  private callStart!: Value;
+  private streamPosition!: Value;
+  private readonly H: number;
+  private readonly Hk: number;
+  private readonly d: number;
+  private readonly n: number;
+  private readonly Np: number;
+
+  constructor(
+    private readonly config: ModelConfig,
+    private readonly settings: TpttSettings,
+  ) {
+    this.H = config.numHeads;
+    this.Hk = config.numKvHeads;
+    this.d = config.headDim;
+    this.n = settings.recurrent_config.order;
+    this.Np = paddedVirtualLength(settings);
+  }
+
+  declare(g: GraphBuilder): void {
+    // call_start: first run of a forward call (the reference resets its pooling and state per call).
+    this.callStart = g.input('call_start', 'bool', [1]);
+    // stream_position: tokens consumed before this run (for the state activation at multiples of C).
+    this.streamPosition = g.input('stream_position', 'int64', [1]);
+  }
+
+  mix(g: GraphBuilder, ctx: AttentionContext): Value {
+    const { H, Hk, d, n } = this;
+    const i = ctx.layer;
+    const tptt = this.settings.semantics === 'tptt-0.12';
+    const rc = this.settings.recurrent_config;
+    const sIn = g.input(`state_in.${i}.S`, 'float32', ['Ps', H, d, d]);
+    const poolKIn = g.input(`state_in.${i}.pool_k`, 'float32', ['Pk', Hk * d]);
+    const poolVIn = g.input(`state_in.${i}.pool_v`, 'float32', ['Pk', Hk * d]);
+    const histIn = n > 1 ? g.input(`state_in.${i}.hist`, 'float32', [5, H, 'Ph', d]) : null;
+    const T = ctx.newTokens; // [1]
+
+    // ── gates from causally pooled raw k and v ──
+    const [poolK, poolKOut] = this.causalMean(g, ctx.k, poolKIn, T, tptt);
+    const [poolV, poolVOut] = this.causalMean(g, ctx.v, poolVIn, T, tptt);
+    g.output(poolKOut, `state_out.${i}.pool_k`, 'float32', [2, Hk * d]);
+    g.output(poolVOut, `state_out.${i}.pool_v`, 'float32', [2, Hk * d]);
+    const gk = this.repeatKv(g, sigmoid(g, poolK)); // [H, T, d]
+    const gv = this.repeatKv(g, sigmoid(g, poolV));
+    const gate = (choice: GateChoice, constant: number): Value | number =>
+      choice === 'k' ? gk : choice === 'v' ? gv : choice === 'kv' ? mul(g, gk, gv) : constant;
+    const alpha = gate(rc.alpha_gate, 1);
+    const beta = gate(rc.beta_gate, 0.5);
+
+    // ── features ──
+    const q = l2Normalize(g, silu(g, transpose(g, reshape(g, ctx.q, [-1, H, d]), [1, 0, 2])), 1e-6); // [H, T, d]
+    const k = l2Normalize(g, silu(g, this.repeatKv(g, ctx.k)), 1e-6); // [H, T, d]
+    const v = mul(g, this.repeatKv(g, ctx.v), g.float(1 / Math.sqrt(d))); // [H, T, d]
+
+    // ── virtual tokens (order n) with history from previous tokens ──
+    let qv = q;
+    let kv = k;
+    let vv = v;
+    let av: Value | number = alpha;
+    let bv: Value | number = beta;
+    if (n > 1) {
+      const ones = mul(g, q, g.float(0));
+      const full = (x: Value | number): Value => (typeof x === 'number' ? add(g, ones, g.float(x)) : x);
+      const current = [q, k, v, full(alpha), full(beta)];
+      const stacked = concat(g, current.map((x) => unsqueeze(g, x, [0])), 0); // [5, H, T, d]
+      // At the stream start the history is zeros, as the reference pads the start of a sequence.
+      const zeros = g.constant('float32', [5, H, n - 1, d], new Float32Array(5 * H * (n - 1) * d));
+      const histAll = concat(g, [zeros, histIn!], 2);
+      const hist = slice(g, histAll, [-(n - 1)], [2 ** 62], [2]); // [5, H, n−1, d]
+      const ext = concat(g, [hist, stacked], 2); // [5, H, n−1+T, d]
+      g.output(slice(g, ext, [-(n - 1)], [2 ** 62], [2]), `state_out.${i}.hist`, 'float32', [5, H, n - 1, d]);
+      const expandedAll = this.virtualTokens(g, ext, T); // [5, H, T·n, d]
+      const pick = (j: number) => g.op('Gather', [expandedAll, g.int(j)], { axis: 0 });
+      qv = pick(0);
+      kv = pick(1);
+      vv = pick(2);
+      // Constant gates are repeated as they are ("cte" in the reference).
+      av = typeof alpha === 'number' ? alpha : pick(3);
+      bv = typeof beta === 'number' ? beta : pick(4);
+    }
+
+    const sEff = this.initialState(g, sIn, tptt);
+    const [out, sOut] = tptt ? this.tpttChunk(g, qv, kv, vv, av, bv, sEff, T) : this.exactRun(g, qv, kv, vv, av, bv, sEff, T);
+    let sNext = sOut;
+    if (!rc.linear) {
+      // The normalized tanh-GELU on the state at the end of every max_chunk_size tokens.
+      const boundary = tptt
+        ? g.constant('bool', [], [1]) // the reference applies it after each of its chunks
+        : g.op('Equal', [g.op('Mod', [add(g, this.streamPosition, T), g.int(this.settings.max_chunk_size)]), g.ints([0])]);
+      sNext = g.op('Where', [boundary, unlinearActivation(g, sOut), sOut]);
+    }
+    g.output(unsqueeze(g, sNext, [0]), `state_out.${i}.S`, 'float32', [1, H, d, d]);
+
+    // ── merge heads, RMS-normalize, o_proj ──
+    const heads = reshape(g, transpose(g, out, [1, 0, 2]), [-1, H * d]); // [T, H·d]
+    const normed = div(g, heads, g.op('Sqrt', [add(g, g.op('ReduceMean', [mul(g, heads, heads), g.ints([-1])], { keepdims: 1 }), g.float(1e-6))]));
+    let linearOut = ctx.oProj(normed); // [T, C]
+    if (this.settings.base_scale_attn) {
+      const rms = g.op('Sqrt', [add(g, g.op('ReduceMean', [mul(g, ctx.softmaxOut, ctx.softmaxOut), g.ints([-1])], { keepdims: 1 }), g.float(1e-5))]);
+      linearOut = mul(g, rms, linearOut);
+    }
+
+    // ── Memory-as-Gate ──
+    const mu = this.settings.mag_weight;
+    const softW = mul(g, ctx.softmaxOut, g.float(1 - mu));
+    const linW = mul(g, linearOut, g.float(mu));
+    let mixed = add(g, softW, linW);
+    if (this.settings.cross_gate) mixed = add(g, mixed, mul(g, softW, linW));
+    return mixed;
+  }
+
+  /** [T, Hk·d] → [H, T, d], each kv head repeated for its G query heads (repeat_interleave). */
+  private repeatKv(g: GraphBuilder, x: Value): Value {
+    const { H, Hk, d } = this;
+    const G = H / Hk;
+    const x4 = unsqueeze(g, reshape(g, x, [-1, Hk, d]), [2]); // [T, Hk, 1, d]
+    const rep = G === 1 ? x4 : g.op('Expand', [x4, concat(g, [dimOf(g, x4, 0), g.ints([Hk, G, d])], 0)]);
+    return transpose(g, reshape(g, rep, [-1, H, d]), [1, 0, 2]);
+  }
+
+  /**
+   * Causal mean over the token and the two before it. The previous two raw rows come from the state;
+   * at the stream start (and, in tptt-0.12 semantics, at each call start) the first row is replicated.
+   * Returns the pooled [T, F] and the two rows to carry.
+   */
+  private causalMean(g: GraphBuilder, x: Value, histIn: Value, T: Value, tptt: boolean): [Value, Value] {
+    const histLen = dimOf(g, histIn, 0);
+    const start = tptt ? g.op('Where', [this.callStart, histLen, g.ints([0])]) : g.ints([0]);
+    const hist = slice(g, histIn, start, histLen, [0]);
+    const first = slice(g, x, [0], [1], [0]);
+    const all = concat(g, [first, first, hist, x], 0);
+    const total = dimOf(g, all, 0);
+    const padded = slice(g, all, sub(g, total, add(g, T, g.ints([2]))), total, [0]); // [T+2, F]
+    const a = slice(g, padded, g.ints([0]), T, [0]);
+    const b = slice(g, padded, g.ints([1]), add(g, T, g.ints([1])), [0]);
+    const c = slice(g, padded, g.ints([2]), add(g, T, g.ints([2])), [0]);
+    const mean = mul(g, add(g, add(g, a, b), c), g.float(1 / 3));
+    return [mean, slice(g, padded, [-2], [2 ** 62], [0])];
+  }
+
+  /** The carried state, or the initial one at the stream start (and per call in tptt-0.12). */
+  private initialState(g: GraphBuilder, sIn: Value, tptt: boolean): Value {
+    const { H, d } = this;
+    const init = g.constant('float32', [1, H, d, d], new Float32Array(H * d * d).fill(tptt ? TPTT_INITIAL_STATE : 0));
+    const cand = concat(g, [init, sIn], 0); // [1+Ps, H, d, d]
+    const last = sub(g, dimOf(g, cand, 0), g.ints([1]));
+    const idx = tptt ? g.op('Where', [this.callStart, g.ints([0]), last]) : last;
+    return g.op('Gather', [cand, g.op('Squeeze', [idx, g.ints([0])])], { axis: 0 }); // [H, d, d]
+  }
+
+  /**
+   * Expands [5, H, n−1+T, d] (history + current rows of q̂, k̂, v̂, α, β) into virtual tokens
+   * [5, H, T·n, d], virtual token j of real token t at t·n + j.
+   */
+  private virtualTokens(g: GraphBuilder, ext: Value, T: Value): Value {
+    const { n, d } = this;
+    const trick = this.settings.recurrent_config.trick;
+    const extLen = dimOf(g, ext, 2);
+    const current = slice(g, ext, sub(g, extLen, T), extLen, [2]); // [5, H, T, d]
+    const derivative = (): Value => {
+      // Binomial coefficients (−1)^m·C(n−1, m), normalized by their absolute sum; after the
+      // reference's flip, virtual j of token t is coeff[n−1−j] · x_{t−j}.
+      const coeffs = Array.from({ length: n }, (_, m) => (m % 2 ? -1 : 1) * binomial(n - 1, m));
+      const norm = coeffs.reduce((s, c) => s + Math.abs(c), 0);
+      const parts = Array.from({ length: n }, (_, j) => {
+        const start = sub(g, sub(g, extLen, T), g.ints([j]));
+        const shifted = slice(g, ext, start, sub(g, extLen, g.ints([j])), [2]); // x_{t−j}
+        return unsqueeze(g, mul(g, shifted, g.float(coeffs[n - 1 - j] / norm)), [3]);
+      });
+      return concat(g, parts, 3); // [5, H, T, n, d]
+    };
+    const rotation = (): Value => {
+      // Feature pairs (x[2i], x[2i+1]) rotated by 2πm/n for virtual token m.
+      const pairs = reshape(g, current, [5, this.H, -1, d / 2, 2]);
+      const x0 = g.op('Gather', [pairs, g.int(0)], { axis: 4 });
+      const x1 = g.op('Gather', [pairs, g.int(1)], { axis: 4 });
+      const parts = Array.from({ length: n }, (_, m) => {
+        const angle = (2 * Math.PI * m) / n;
+        const cos = g.float(Math.fround(Math.cos(angle)));
+        const sin = g.float(Math.fround(Math.sin(angle)));
+        const r0 = sub(g, mul(g, x0, cos), mul(g, x1, sin));
+        const r1 = add(g, mul(g, x0, sin), mul(g, x1, cos));
+        const rot = reshape(g, concat(g, [unsqueeze(g, r0, [4]), unsqueeze(g, r1, [4])], 4), [5, this.H, -1, d]);
+        return unsqueeze(g, rot, [3]);
+      });
+      return concat(g, parts, 3);
+    };
+    const expanded = trick === 'dt' ? derivative() : trick === 'rot' ? rotation() : mul(g, add(g, derivative(), rotation()), g.float(0.5));
+    return reshape(g, expanded, [5, this.H, -1, d]);
+  }
+
+  /** Pads the virtual axis (1) of [H, N, d] with zeros up to Np. */
+  private padVirtual(g: GraphBuilder, x: Value): Value {
+    const N = dimOf(g, x, 1);
+    const amount = sub(g, g.ints([this.Np]), N);
+    const zero = g.ints([0]);
+    const pads = concat(g, [zero, zero, zero, zero, amount, zero], 0);
+    return g.op('Pad', [x, pads]);
+  }
+
+  /**
+   * Exact recurrence over this run's virtual tokens in the chunk-parallel form. With α ≡ 1:
+   *   U = (I + L)⁻¹(β⊙V − B·S₀), L[t,τ] = b_t·k_τ (τ < t), b = β⊙k
+   *   S_end = S₀ + KᵀU,  o_i = S₀ᵀq_i + Σ_{τ ≤ last(i)} (q_i·k_τ) u_τ
+   * With α per value column j, every term gains the decay between its two times, D_t/D_τ (D the
+   * cumulative product of α within the run), and the solve is done per column.
+   */
+  private exactRun(g: GraphBuilder, q: Value, k: Value, v: Value, alpha: Value | number, beta: Value | number, s0: Value, T: Value): [Value, Value] {
+    const { H, d, n, Np } = this;
+    const b = mul(g, k, typeof beta === 'number' ? g.float(beta) : beta); // [H, N, d]
+    const w = mul(g, v, typeof beta === 'number' ? g.float(beta) : beta);
+    const K = this.padVirtual(g, k);
+    const B = this.padVirtual(g, b);
+    const W = this.padVirtual(g, w);
+    // Output rows: real token i reads the state after its last virtual token, with that token's q.
+    const qLast = this.lastVirtual(g, q, T); // [H, T, d]
+    const outMask = this.outputMask(g, T); // [T, Np] bool: τ ≤ n·i + n − 1
+    const bsT = matmul(g, B, s0); // [H, Np, d]: b_t · s₀ per column
+    if (typeof alpha === 'number') {
+      const inv = blockInverse(g, (s) => m21(g, B, K, [H], Np, s), [H], Np); // [H, Np, Np] = (I + L)⁻¹
+      const U = matmul(g, inv, sub(g, W, bsT)); // [H, Np, d]
+      const sEnd = add(g, s0, matmul(g, transpose(g, K, [0, 2, 1]), U));
+      const qk = g.op('Where', [outMask, matmul(g, qLast, transpose(g, K, [0, 2, 1])), g.float(0)]); // [H, T, Np]
+      const out = add(g, matmul(g, qLast, s0), matmul(g, qk, U));
+      return [out, sEnd];
+    }
+    // Per-column decay: c = cumulative log α along the run (padded tokens decay nothing).
+    const logA = this.padVirtual(g, g.op('Log', [alpha]));
+    const c = g.op('CumSum', [logA, g.int(1)]); // [H, Np, d]
+    const cT = transpose(g, c, [0, 2, 1]); // [H, d, Np]
+    const inv = blockInverse(
+      g,
+      (s) => {
+        const base = unsqueeze(g, m21(g, B, K, [H], Np, s), [1]); // [H, 1, nb, s, s]
+        const cb = reshape(g, cT, [H, d, Np / (2 * s), 2, s]);
+        const c2 = unsqueeze(g, g.op('Gather', [cb, g.int(1)], { axis: 3 }), [4]); // [H, d, nb, s, 1]
+        const c1 = unsqueeze(g, g.op('Gather', [cb, g.int(0)], { axis: 3 }), [3]); // [H, d, nb, 1, s]
+        return mul(g, base, g.op('Exp', [sub(g, c2, c1)]));
+      },
+      [H, d],
+      Np,
+    ); // [H, d, Np, Np]
+    const rhs = sub(g, W, mul(g, bsT, g.op('Exp', [c]))); // [H, Np, d]
+    const U = transpose(g, squeezeLast(g, matmul(g, inv, unsqueeze(g, transpose(g, rhs, [0, 2, 1]), [3]))), [0, 2, 1]); // [H, Np, d]
+    const cLast = slice(g, c, [Np - 1], [Np], [1]); // [H, 1, d]
+    const sEnd = add(g, mul(g, s0, g.op('Exp', [cLast])), matmul(g, transpose(g, K, [0, 2, 1]), mul(g, U, g.op('Exp', [sub(g, cLast, c)]))));
+    // o_ij = D_{t_i j}(q_i·s₀ʲ) + Σ_{τ ≤ t_i} exp(c_{t_i j} − c_{τ j}) (q_i·k_τ) u_τj
+    const cOut = this.lastVirtual(g, slice(g, c, g.ints([0]), dimOf(g, k, 1), [1]), T); // [H, T, d]
+    const first = mul(g, matmul(g, qLast, s0), g.op('Exp', [cOut]));
+    const decay = sub(g, unsqueeze(g, transpose(g, cOut, [0, 2, 1]), [3]), unsqueeze(g, cT, [2])); // [H, d, T, Np]
+    const masked = g.op('Where', [outMask, decay, g.float(-Infinity)]);
+    const qk = unsqueeze(g, matmul(g, qLast, transpose(g, K, [0, 2, 1])), [1]); // [H, 1, T, Np]
+    const weights = mul(g, qk, g.op('Exp', [masked])); // [H, d, T, Np]
+    const second = transpose(g, squeezeLast(g, matmul(g, weights, unsqueeze(g, transpose(g, U, [0, 2, 1]), [3]))), [0, 2, 1]); // [H, T, d]
+    return [add(g, first, second), sEnd];
+  }
+
+  /** Rows n·i + n − 1 of a [H, n·T, d] tensor: each real token's last virtual token. */
+  private lastVirtual(g: GraphBuilder, x: Value, T: Value): Value {
+    if (this.n === 1) return x;
+    const { H, d, n } = this;
+    void T;
+    return g.op('Gather', [reshape(g, x, [H, -1, n, d]), g.int(n - 1)], { axis: 2 });
+  }
+
+  /** [T, Np] bool: virtual token τ is at or before real token i's last virtual token. */
+  private outputMask(g: GraphBuilder, T: Value): Value {
+    const rows = unsqueeze(g, g.op('Range', [g.int(0), g.op('Squeeze', [T, g.ints([0])]), g.int(1)]), [1]); // [T, 1]
+    const last = add(g, mul(g, rows, g.int(this.n)), g.int(this.n - 1));
+    const cols = g.constant('int64', [1, this.Np], Array.from({ length: this.Np }, (_, j) => j));
+    return g.op('LessOrEqual', [cols, last]);
+  }
+
+  /**
+   * The reference's chunk (tptt 0.12.1 chunk_delta_product_forward + sequential_delta_product_scan),
+   * for one chunk of T real tokens: W = (I+A)⁻¹(β⊙K), U = (I+A)⁻¹(β⊙V) over the chunk's virtual
+   * tokens; then every token starts from the chunk's initial state h₀ and applies only its own n
+   * virtual steps: u' = u_s − w_sᵀh, o = q_s⊙u' + q_sᵀh (kept for the last step), h ← h⊙α_s + w_s u'ᵀ.
+   * The chunk passes on the last token's h. Per-token states are never built: xᵀh is expanded as
+   * (xᵀh₀)⊙P + Σ_r (x·w_r)(u'_r ⊙ Q_r) with P, Q products of α.
+   */
+  private tpttChunk(g: GraphBuilder, q: Value, k: Value, v: Value, alpha: Value | number, beta: Value | number, h0: Value, T: Value): [Value, Value] {
+    const { H, d, n, Np } = this;
+    const b = mul(g, k, typeof beta === 'number' ? g.float(beta) : beta);
+    const vb = mul(g, v, typeof beta === 'number' ? g.float(beta) : beta);
+    const K = this.padVirtual(g, k);
+    const B = this.padVirtual(g, b);
+    const inv = blockInverse(g, (s) => m21(g, B, K, [H], Np, s), [H], Np);
+    const N = dimOf(g, k, 1);
+    const Wt = slice(g, matmul(g, inv, B), g.ints([0]), N, [1]); // [H, N, d]
+    const Ut = slice(g, matmul(g, inv, this.padVirtual(g, vb)), g.ints([0]), N, [1]);
+    const step = (x: Value, s: number): Value => (n === 1 ? x : g.op('Gather', [reshape(g, x, [H, -1, n, d]), g.int(s)], { axis: 2 })); // [H, T, d]
+    const qs = Array.from({ length: n }, (_, s) => step(q, s));
+    const ws = Array.from({ length: n }, (_, s) => step(Wt, s));
+    const us = Array.from({ length: n }, (_, s) => step(Ut, s));
+    const as = Array.from({ length: n }, (_, s) => (typeof alpha === 'number' ? null : step(alpha, s)));
+    const prodAlpha = (from: number, to: number): Value | null => {
+      // Π_{from ≤ r < to} α_r (null when it is all ones)
+      let p: Value | null = null;
+      for (let r = from; r < to; r++) if (as[r]) p = p ? mul(g, p, as[r]!) : as[r]!;
+      return p;
+    };
+    const timesMaybe = (x: Value, p: Value | null) => (p ? mul(g, x, p) : x);
+    const dotRows = (x: Value, y: Value) => g.op('ReduceSum', [mul(g, x, y), g.ints([-1])], { keepdims: 1 }); // [H, T, 1]
+    // xᵀh^(s) for a per-token vector x, from h₀ and the earlier steps' (w_r, u'_r).
+    const uvals: Value[] = [];
+    const readState = (x: Value, s: number): Value => {
+      let acc = timesMaybe(matmul(g, x, h0), prodAlpha(0, s));
+      for (let r = 0; r < s; r++) acc = add(g, acc, mul(g, dotRows(x, ws[r]), timesMaybe(uvals[r], prodAlpha(r + 1, s))));
+      return acc;
+    };
+    let out: Value | null = null;
+    for (let s = 0; s < n; s++) {
+      const uval = sub(g, us[s], readState(ws[s], s));
+      if (s === n - 1) out = add(g, mul(g, qs[s], uval), readState(qs[s], s));
+      uvals.push(uval);
+    }
+    // The state passed on: the last token's h after its n steps.
+    const lastRow = (x: Value) => slice(g, x, [-1], [2 ** 62], [1]); // [H, 1, d]
+    let hEnd = timesMaybe(h0, as[0] ? lastRow(prodAlpha(0, n)!) : null);
+    for (let r = 0; r < n; r++) {
+      const p = prodAlpha(r + 1, n);
+      const u = timesMaybe(lastRow(uvals[r]), p ? lastRow(p) : null);
+      hEnd = add(g, hEnd, matmul(g, transpose(g, lastRow(ws[r]), [0, 2, 1]), u));
+    }
+    void T;
+    return [out!, hEnd];
+  }
+}
+
+function binomial(n: number, k: number): number {
+  let r = 1;
+  for (let i = 1; i <= k; i++) r = (r * (n - i + 1)) / i;
+  return r;
+}
+
+function squeezeLast(g: GraphBuilder, x: Value): Value {
+  return g.op('Squeeze', [x, g.ints([-1])]);
+}
+
+/**
+ * Lower-left blocks of the 2s-sized diagonal blocks of M = I + strictly_lower(B·Kᵀ): rows from each
+ * block's second half, columns from its first half (all strictly below the diagonal).
+ * B, K: [...batch, Np, d] → [...batch, Np/(2s), s, s].
+ */
+function m21(g: GraphBuilder, B: Value, K: Value, batch: number[], Np: number, s: number): Value {
+  const axis = batch.length + 1;
+  const rb = reshape(g, B, [...batch, Np / (2 * s), 2, s, -1]);
+  const rk = reshape(g, K, [...batch, Np / (2 * s), 2, s, -1]);
+  const b2 = g.op('Gather', [rb, g.int(1)], { axis });
+  const k1 = g.op('Gather', [rk, g.int(0)], { axis });
+  const perm = [...Array(batch.length + 1).keys(), batch.length + 2, batch.length + 1];
+  return matmul(g, b2, transpose(g, k1, perm));
+}
+
+/**
+ * Inverse of a unit lower-triangular Np×Np matrix (Np a power of two) by block recursion:
+ *   [[A, 0], [C, D]]⁻¹ = [[A⁻¹, 0], [−D⁻¹·C·A⁻¹, D⁻¹]]
+ * from 1×1 blocks up, log2(Np) levels of batched matmuls. Only true inverse entries are ever formed
+ * (no Neumann powers), so it is as stable as forward substitution. `lowerLeft(s)` gives the C blocks
+ * of the 2s-sized diagonal blocks: [...batch, Np/(2s), s, s].
+ */
+export function blockInverse(g: GraphBuilder, lowerLeft: (s: number) => Value, batch: number[], Np: number): Value {
+  const batchSize = batch.reduce((a, b) => a * b, 1);
+  let inv = g.constant('float32', [...batch, Np, 1, 1], new Float32Array(batchSize * Np).fill(1));
+  const ax = batch.length; // axis of the block index
+  for (let s = 1; s < Np; s *= 2) {
+    const pairs = reshape(g, inv, [...batch, Np / (2 * s), 2, s, s]);
+    const A = g.op('Gather', [pairs, g.int(0)], { axis: ax + 1 });
+    const D = g.op('Gather', [pairs, g.int(1)], { axis: ax + 1 });
+    const C = lowerLeft(s);
+    const R = g.op('Neg', [matmul(g, matmul(g, D, C), A)]);
+    const top = concat(g, [A, mul(g, A, g.float(0))], ax + 2);
+    const bottom = concat(g, [R, D], ax + 2);
+    inv = concat(g, [top, bottom], ax + 1); // [...batch, Np/(2s), 2s, 2s]
+  }
+  return reshape(g, inv, [...batch, Np, Np]);
+}
+
+/** The reference's unlinear_activation: (x/2)·gelu_tanh(2x/(‖x‖+1e-6)), norms over the last axis. */
+function unlinearActivation(g: GraphBuilder, x: Value): Value {
+  const norm = add(g, g.op('Sqrt', [g.op('ReduceSum', [mul(g, x, x), g.ints([-1])], { keepdims: 1 })]), g.float(1e-6));
+  const z = div(g, mul(g, x, g.float(2)), norm);
+  // gelu_tanh(z) = 0.5·z·(1 + tanh(√(2/π)·(z + 0.044715·z³)))
+  const inner = mul(g, add(g, z, mul(g, g.op('Pow', [z, g.float(3)]), g.float(0.044715))), g.float(Math.sqrt(2 / Math.PI)));
+  const gelu = mul(g, mul(g, z, g.float(0.5)), add(g, g.op('Tanh', [inner]), g.float(1)));
+  return mul(g, mul(g, x, g.float(0.5)), gelu);
+}

@@ -1,0 +1,32 @@
+// "Titanize": convert a Hugging Face checkpoint into a Titan package — every attention layer gains
+// the LiZA linear branch and Memory-as-Gate (see liza.ts), settings validated before any work starts.
+import * as fs from 'node:fs';
+import { loadModelConfig } from '../model/config';
+import { ModelError } from '../model/errors';
+import { LizaExtension } from './liza';
+import { writePackage, type LoadedPackage, type PackageDType } from './package';
+import { resolveTpttSettings, type TpttSettings, type TpttSettingsInput } from './settings';
+
+export interface TitanizeOptions {
+  dtype?: PackageDType;
+  /** Called with (done, total) weight tensors written. */
+  onProgress?: (done: number, total: number) => void;
+  /** Rewrites source tensors before they are stored (adapter merging). */
+  transformTensor?: (sourceName: string, data: Float32Array, shape: number[]) => Float32Array;
+}
+
+export function titanize(sourceDir: string, outDir: string, input: TpttSettingsInput, options: TitanizeOptions = {}): { pkg: LoadedPackage; settings: TpttSettings } {
+  if (!fs.existsSync(sourceDir) || !fs.statSync(sourceDir).isDirectory()) throw new ModelError(`${sourceDir} is not a folder`);
+  const config = loadModelConfig(sourceDir);
+  const settings = resolveTpttSettings(input, config.headDim);
+  const pkg = writePackage(sourceDir, outDir, {
+    dtype: options.dtype ?? 'fp32',
+    window: settings.max_self_attn_length,
+    kind: 'titan',
+    tptt: { ...settings } as unknown as Record<string, unknown>,
+    extension: (cfg) => new LizaExtension(cfg, settings),
+    transformTensor: options.transformTensor,
+    onProgress: options.onProgress,
+  });
+  return { pkg, settings };
+}
