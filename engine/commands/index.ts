@@ -1,7 +1,8 @@
 // The table of `titan` commands.
 import { convertCommand, generateCommand, logitsCommand } from './model-commands';
+import { titanizeCommand } from './titanize-command';
 import type { Command } from './types';
 
 export { UsageError, type Command, type CommandContext, type OptionSpec } from './types';
 
-export const COMMANDS: Command[] = [convertCommand, generateCommand, logitsCommand];
+export const COMMANDS: Command[] = [convertCommand, titanizeCommand, generateCommand, logitsCommand];

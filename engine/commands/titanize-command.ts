@@ -1,0 +1,76 @@
+// titan titanize
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { ModelError } from '../model/errors';
+import type { PackageDType } from '../titanize/package';
+import { OPERATOR_MODES, type Semantics, type TpttSettingsInput } from '../titanize/settings';
+import { titanize } from '../titanize/titanize';
+import { choice, flag, int, noExtraPositionals, num, positional, str } from './args';
+import { UsageError, type Command, type CommandContext } from './types';
+
+/** Reads the conversion settings from the command line (validated later, all at once). */
+export function settingsFromArgs(ctx: CommandContext): TpttSettingsInput {
+  const input: TpttSettingsInput = {};
+  const mode = str(ctx, 'operator');
+  if (mode !== undefined) input.operator_mode = mode;
+  if (str(ctx, 'mag-weight') !== undefined) input.mag_weight = num(ctx, 'mag-weight', 0.5);
+  if (flag(ctx, 'cross-gate')) input.cross_gate = true;
+  if (flag(ctx, 'base-scale-attn')) input.base_scale_attn = true;
+  if (str(ctx, 'window') !== undefined) input.max_self_attn_length = int(ctx, 'window', 0, -Infinity);
+  if (str(ctx, 'chunk') !== undefined) input.max_chunk_size = int(ctx, 'chunk', 0, -Infinity);
+  input.semantics = choice<Semantics>(ctx, 'semantics', ['exact', 'tptt-0.12'], 'exact');
+  const rc = str(ctx, 'recurrent-config');
+  if (rc !== undefined) {
+    try {
+      input.recurrent_config = JSON.parse(rc);
+    } catch {
+      throw new UsageError(`--recurrent-config must be JSON like '{"order":2,"alpha_gate":"c","beta_gate":"k","linear":true,"trick":"dt"}'`);
+    }
+  }
+  return input;
+}
+
+export const titanizeCommand: Command = {
+  name: 'titanize',
+  usage: 'titanize <hf-dir> --out <dir> [--operator MODE] [--mag-weight μ] [--cross-gate] [--base-scale-attn] [--window W] [--chunk C] [--semantics exact|tptt-0.12] [--adapter DIR] [--dtype fp32|fp16] [--json]',
+  summary: 'Convert a Hugging Face checkpoint into a Titan package: LiZA linear attention + Memory-as-Gate in every layer.',
+  options: {
+    out: { type: 'string', help: 'package folder to write' },
+    operator: { type: 'string', help: `operator_mode: ${OPERATOR_MODES.join(', ')} (default delta_rule)` },
+    'recurrent-config': { type: 'string', help: 'explicit recurrent_config JSON (order, alpha_gate, beta_gate, linear, trick)' },
+    'mag-weight': { type: 'string', help: 'Memory-as-Gate weight μ of the linear branch, in [0, 1] (default 0.5)' },
+    'cross-gate': { type: 'boolean', help: 'add the product of the two weighted branches' },
+    'base-scale-attn': { type: 'boolean', help: 'scale the linear output by the RMS of the softmax output' },
+    window: { type: 'string', help: 'softmax window W in tokens (max_self_attn_length; default unbounded)' },
+    chunk: { type: 'string', help: 'max_chunk_size C: tokens per chunk of the linear branch (default 64)' },
+    semantics: { type: 'string', help: 'exact (default: a true recurrence) or tptt-0.12 (the reference library, quirks included)' },
+    adapter: { type: 'string', help: 'merge a TPTT/PEFT LoRA adapter folder into the projections' },
+    dtype: { type: 'string', help: 'weight precision: fp32 (default) or fp16' },
+    json: { type: 'boolean', help: 'print the result as JSON' },
+  },
+  async run(ctx) {
+    const source = positional(ctx, 0, '<hf-dir>');
+    noExtraPositionals(ctx, 1);
+    const out = str(ctx, 'out');
+    if (!out) throw new UsageError('missing --out <dir>');
+    const dtype = choice<PackageDType>(ctx, 'dtype', ['fp32', 'fp16'], 'fp32');
+    const input = settingsFromArgs(ctx);
+    const adapterDir = str(ctx, 'adapter');
+    let transformTensor: ((name: string, data: Float32Array, shape: number[]) => Float32Array) | undefined;
+    let adapterInfo: Record<string, unknown> | undefined;
+    if (adapterDir !== undefined) {
+      if (!fs.existsSync(adapterDir)) throw new ModelError(`adapter folder ${adapterDir} does not exist`);
+      const { loadLoraAdapter } = await import('../titanize/adapter');
+      const adapter = loadLoraAdapter(adapterDir, source);
+      transformTensor = adapter.transformTensor;
+      adapterInfo = adapter.summary;
+      input.lora_config = adapter.loraConfig;
+    }
+    const t0 = performance.now();
+    const { pkg, settings } = titanize(source, out, input, { dtype, transformTensor });
+    const seconds = (performance.now() - t0) / 1000;
+    const bytes = fs.statSync(path.join(pkg.dir, 'weights.bin')).size;
+    if (flag(ctx, 'json')) process.stdout.write(JSON.stringify({ package: pkg.dir, kind: 'titan', dtype, tptt: settings, adapter: adapterInfo ?? null, weightsBytes: bytes, seconds }) + '\n');
+    else process.stdout.write(`wrote ${pkg.dir} (Titan ${settings.operator_mode}, μ ${settings.mag_weight}, window ${settings.max_self_attn_length ?? 'unbounded'}, chunk ${settings.max_chunk_size}, ${settings.semantics}, ${dtype}) in ${seconds.toFixed(1)} s\n`);
+  },
+};
