@@ -103,6 +103,8 @@ export class ModelRunner {
     readonly provider: ProviderReport,
     private readonly stateInputs: { name: string; dims: readonly (number | string)[]; type: string }[],
     private readonly hasRunInput: { call_start: boolean; stream_position: boolean },
+    /** The one-token decode graph, when the package has one (same state interface). */
+    private readonly stepSession: ort.InferenceSession | null,
   ) {
     this.reset();
   }
@@ -115,7 +117,11 @@ export class ModelRunner {
       .filter((m) => !RUN_INPUTS.has(m.name))
       .map((m) => ({ name: m.name, dims: m.shape ?? [], type: m.type ?? 'float32' }));
     const names = new Set(session.inputNames);
-    return new ModelRunner(pkg, session, report, stateInputs, { call_start: names.has('call_start'), stream_position: names.has('stream_position') });
+    let step: ort.InferenceSession | null = null;
+    if (pkg.manifest.graphs.step) {
+      step = (await createSession(path.join(pkg.dir, pkg.manifest.graphs.step), report.provider, options.threads)).session;
+    }
+    return new ModelRunner(pkg, session, report, stateInputs, { call_start: names.has('call_start'), stream_position: names.has('stream_position') }, step);
   }
 
   get config() {
@@ -144,6 +150,7 @@ export class ModelRunner {
     const tptt = this.pkg.manifest.tptt as { max_chunk_size?: number; semantics?: string } | undefined;
     if (!tptt?.max_chunk_size) return [length];
     const C = tptt.max_chunk_size;
+    const capacity = this.pkg.manifest.runCapacity ?? C;
     const plan: number[] = [];
     if (tptt.semantics === 'tptt-0.12') {
       // The reference processes a call in equal chunks: the largest divisor of its length ≤ C.
@@ -151,11 +158,12 @@ export class ModelRunner {
       for (let i = 0; i < length; i += c) plan.push(c);
       return plan;
     }
-    // Exact semantics: runs end at absolute multiples of C, where the state activation applies.
+    // Exact semantics: a run holds up to `capacity` tokens counted from the start of the current
+    // chunk (runs are chunk-aligned inside the graph), so it ends at or before a multiple of C.
     let pos = this.position;
     let left = length;
     while (left > 0) {
-      const size = Math.min(left, C - (pos % C));
+      const size = Math.min(left, capacity - (pos % C));
       plan.push(size);
       pos += size;
       left -= size;
@@ -193,7 +201,7 @@ export class ModelRunner {
     if (this.hasRunInput.call_start) feeds.call_start = new ort.Tensor('bool', Uint8Array.from([callStart ? 1 : 0]), [1]);
     if (this.hasRunInput.stream_position) feeds.stream_position = new ort.Tensor('int64', BigInt64Array.from([BigInt(this.position)]), [1]);
     for (const [name, t] of this.state) feeds[name] = t;
-    const out = await this.session.run(feeds);
+    const out = await (ids.length === 1 && this.stepSession ? this.stepSession : this.session).run(feeds);
     const next: RunState = new Map();
     for (const s of this.stateInputs) {
       const outName = s.name.startsWith('past_') ? s.name.replace('past_', 'present_') : s.name.replace(/^state_in\./, 'state_out.');
@@ -240,5 +248,6 @@ export class ModelRunner {
 
   async release(): Promise<void> {
     await this.session.release();
+    await this.stepSession?.release();
   }
 }

@@ -27,6 +27,20 @@ export function paddedVirtualLength(settings: TpttSettings): number {
   return 2 ** Math.ceil(Math.log2(Math.max(2, n)));
 }
 
+/** Whether a run of this package can hold several chunks: exact semantics without per-column decay. */
+export function multiChunk(settings: TpttSettings): boolean {
+  return settings.semantics === 'exact' && settings.recurrent_config.alpha_gate === 'c';
+}
+
+/** Real tokens one graph run accepts (the runtime cuts longer calls; runs never cross a chunk boundary they cannot hold). */
+export function runCapacity(settings: TpttSettings): number {
+  const C = settings.max_chunk_size;
+  return multiChunk(settings) ? C * Math.max(1, Math.floor(RUN_TOKENS / C)) : C;
+}
+
+/** Target run length for multi-chunk graphs: long enough to amortize per-run costs. */
+const RUN_TOKENS = 512;
+
 /** The reference's initial state value (tptt-0.12 semantics); exact semantics start from zero. */
 const TPTT_INITIAL_STATE = 1e-6;
 
@@ -39,15 +53,21 @@ export class LizaExtension implements AttentionExtension {
   private readonly n: number;
   private readonly Np: number;
 
+  /** Chunk slots per run (multi-chunk exact graphs) or 1. */
+  private readonly slots: number;
+
   constructor(
     private readonly config: ModelConfig,
     private readonly settings: TpttSettings,
+    /** `segment`: runs of 1..runCapacity tokens; `step`: exactly one token (the decode graph). */
+    private readonly mode: 'segment' | 'step' = 'segment',
   ) {
     this.H = config.numHeads;
     this.Hk = config.numKvHeads;
     this.d = config.headDim;
     this.n = settings.recurrent_config.order;
     this.Np = paddedVirtualLength(settings);
+    this.slots = runCapacity(settings) / settings.max_chunk_size;
   }
 
   declare(g: GraphBuilder): void {
@@ -113,15 +133,12 @@ export class LizaExtension implements AttentionExtension {
     }
 
     const sEff = this.initialState(g, sIn, tptt);
-    const [out, sOut] = tptt ? this.tpttChunk(g, qv, kv, vv, av, bv, sEff, T) : this.exactRun(g, qv, kv, vv, av, bv, sEff, T);
-    let sNext = sOut;
-    if (!rc.linear) {
-      // The normalized tanh-GELU on the state at the end of every max_chunk_size tokens.
-      const boundary = tptt
-        ? g.constant('bool', [], [1]) // the reference applies it after each of its chunks
-        : g.op('Equal', [g.op('Mod', [add(g, this.streamPosition, T), g.int(this.settings.max_chunk_size)]), g.ints([0])]);
-      sNext = g.op('Where', [boundary, unlinearActivation(g, sOut), sOut]);
-    }
+    let out: Value;
+    let sNext: Value;
+    if (tptt) [out, sNext] = this.tpttChunk(g, qv, kv, vv, av, bv, sEff, T);
+    else if (this.mode === 'step') [out, sNext] = this.exactStep(g, qv, kv, vv, av, bv, sEff);
+    else if (typeof av === 'number') [out, sNext] = this.exactRunChunks(g, qv, kv, vv, bv, sEff, T);
+    else [out, sNext] = this.exactRun(g, qv, kv, vv, av, bv, sEff, T);
     g.output(unsqueeze(g, sNext, [0]), `state_out.${i}.S`, 'float32', [1, H, d, d]);
 
     // ── merge heads, RMS-normalize, o_proj ──
@@ -140,6 +157,17 @@ export class LizaExtension implements AttentionExtension {
     let mixed = add(g, softW, linW);
     if (this.settings.cross_gate) mixed = add(g, mixed, mul(g, softW, linW));
     return mixed;
+  }
+
+  /** The state after a chunk boundary: the normalized tanh-GELU where `at` holds (non-linear modes only). */
+  private activateAt(g: GraphBuilder, S: Value, at: Value | null): Value {
+    if (this.settings.recurrent_config.linear) return S;
+    return at === null ? unlinearActivation(g, S) : g.op('Where', [at, unlinearActivation(g, S), S]);
+  }
+
+  /** [1] bool: the stream position after `advance` more tokens is a multiple of the chunk size. */
+  private endsChunk(g: GraphBuilder, advance: Value): Value {
+    return g.op('Equal', [g.op('Mod', [add(g, this.streamPosition, advance), g.int(this.settings.max_chunk_size)]), g.ints([0])]);
   }
 
   /** [T, Hk·d] → [H, T, d], each kv head repeated for its G query heads (repeat_interleave). */
@@ -222,6 +250,75 @@ export class LizaExtension implements AttentionExtension {
     return reshape(g, expanded, [5, this.H, -1, d]);
   }
 
+  /**
+   * Exact recurrence with α ≡ 1 over a run of up to `slots` chunks (chunk-parallel within a chunk,
+   * sequential across chunks). Chunk slots are aligned to absolute multiples of C: the run is padded
+   * in front by the stream offset within its chunk, so every slot's boundary is a true chunk
+   * boundary. Per chunk (batched over all slots): Ũ = (I+L)⁻¹(β⊙V), W̃ = (I+L)⁻¹B; then in order
+   *   U_j = Ũ_j − W̃_j·S,  O_j = Q_j·S + (Q_j K_jᵀ ⊙ causal)·U_j,  S ← S + K_jᵀU_j.
+   * Padded tokens have k = β = 0 and change nothing.
+   */
+  private exactRunChunks(g: GraphBuilder, q: Value, k: Value, v: Value, beta: Value | number, s0: Value, T: Value): [Value, Value] {
+    const { H, d, n, Np, slots } = this;
+    const C = this.settings.max_chunk_size;
+    const betaV = typeof beta === 'number' ? g.float(beta) : beta;
+    const offset = g.op('Mod', [this.streamPosition, g.int(C)]); // [1] tokens of this chunk already consumed
+    // [H, N, d] virtual → [H, slots, Np, d], slot j holding chunk j's n·C virtual tokens then zeros.
+    const toSlots = (x: Value, perToken: number, width: number): Value => {
+      const len = dimOf(g, x, 1);
+      const front = mul(g, offset, g.ints([perToken]));
+      const back = sub(g, g.ints([slots * C * perToken]), add(g, front, len));
+      const zero = g.ints([0]);
+      const padded = g.op('Pad', [x, concat(g, [zero, front, zero, zero, back, zero], 0)]);
+      const chunks = reshape(g, padded, [H, slots, C * perToken, d]);
+      if (C * perToken === width) return chunks;
+      return g.op('Pad', [chunks, g.ints([0, 0, 0, 0, 0, 0, width - C * perToken, 0])]);
+    };
+    const K = toSlots(k, n, Np);
+    const B = toSlots(mul(g, k, betaV), n, Np);
+    const W = toSlots(mul(g, v, betaV), n, Np);
+    const Q = toSlots(this.lastVirtual(g, q, T), 1, C); // [H, slots, C, d]
+    const inv = blockInverse(g, (s) => m21(g, B, K, [H, slots], Np, s), [H, slots], Np); // [H, slots, Np, Np]
+    const Ut = matmul(g, inv, W);
+    const Wt = matmul(g, inv, B);
+    const causal = g.constant('bool', [C, Np], outputMaskValues(C, Np, n));
+    const QK = g.op('Where', [causal, matmul(g, Q, transpose(g, K, [0, 1, 3, 2])), g.float(0)]); // [H, slots, C, Np]
+    const KT = transpose(g, K, [0, 1, 3, 2]);
+    const slot = (x: Value, j: number) => g.op('Gather', [x, g.int(j)], { axis: 1 });
+    let S = s0;
+    const outs: Value[] = [];
+    for (let j = 0; j < slots; j++) {
+      const U = sub(g, slot(Ut, j), matmul(g, slot(Wt, j), S)); // [H, Np, d]
+      outs.push(add(g, matmul(g, slot(Q, j), S), matmul(g, slot(QK, j), U))); // [H, C, d]
+      S = add(g, S, matmul(g, slot(KT, j), U));
+      // Slot j ends at a chunk boundary when the run reaches it: (j+1)·C − offset ≤ T.
+      if (!this.settings.recurrent_config.linear) {
+        const reached = g.op('LessOrEqual', [sub(g, g.ints([(j + 1) * C]), offset), T]);
+        S = this.activateAt(g, S, reached);
+      }
+    }
+    const all = concat(g, outs, 1); // [H, slots·C, d]
+    const out = slice(g, all, offset, add(g, offset, T), [1]); // [H, T, d]
+    return [out, S];
+  }
+
+  /** One token (the decode graph): its n virtual tokens applied in order, then o = Sᵀq. */
+  private exactStep(g: GraphBuilder, q: Value, k: Value, v: Value, alpha: Value | number, beta: Value | number, s0: Value): [Value, Value] {
+    const { n } = this;
+    const at = (x: Value, s: number) => slice(g, x, [s], [s + 1], [1]); // [H, 1, d]
+    let S = s0;
+    for (let s = 0; s < n; s++) {
+      const kS = at(k, s);
+      const bS = typeof beta === 'number' ? mul(g, kS, g.float(beta)) : mul(g, kS, at(beta, s));
+      const wS = typeof beta === 'number' ? mul(g, at(v, s), g.float(beta)) : mul(g, at(v, s), at(beta, s));
+      const decayed = typeof alpha === 'number' ? S : mul(g, S, at(alpha, s)); // S·diag(α): value columns
+      const u = sub(g, wS, matmul(g, bS, decayed)); // [H, 1, d]
+      S = add(g, decayed, matmul(g, transpose(g, kS, [0, 2, 1]), u));
+    }
+    const out = matmul(g, at(q, n - 1), S); // [H, 1, d]
+    return [out, this.activateAt(g, S, this.endsChunk(g, g.ints([1])))];
+  }
+
   /** Pads the virtual axis (1) of [H, N, d] with zeros up to Np. */
   private padVirtual(g: GraphBuilder, x: Value): Value {
     const N = dimOf(g, x, 1);
@@ -239,7 +336,7 @@ export class LizaExtension implements AttentionExtension {
    * cumulative product of α within the run), and the solve is done per column.
    */
   private exactRun(g: GraphBuilder, q: Value, k: Value, v: Value, alpha: Value | number, beta: Value | number, s0: Value, T: Value): [Value, Value] {
-    const { H, d, n, Np } = this;
+    const { H, d, Np } = this;
     const b = mul(g, k, typeof beta === 'number' ? g.float(beta) : beta); // [H, N, d]
     const w = mul(g, v, typeof beta === 'number' ? g.float(beta) : beta);
     const K = this.padVirtual(g, k);
@@ -249,41 +346,54 @@ export class LizaExtension implements AttentionExtension {
     const qLast = this.lastVirtual(g, q, T); // [H, T, d]
     const outMask = this.outputMask(g, T); // [T, Np] bool: τ ≤ n·i + n − 1
     const bsT = matmul(g, B, s0); // [H, Np, d]: b_t · s₀ per column
-    if (typeof alpha === 'number') {
-      const inv = blockInverse(g, (s) => m21(g, B, K, [H], Np, s), [H], Np); // [H, Np, Np] = (I + L)⁻¹
-      const U = matmul(g, inv, sub(g, W, bsT)); // [H, Np, d]
-      const sEnd = add(g, s0, matmul(g, transpose(g, K, [0, 2, 1]), U));
-      const qk = g.op('Where', [outMask, matmul(g, qLast, transpose(g, K, [0, 2, 1])), g.float(0)]); // [H, T, Np]
-      const out = add(g, matmul(g, qLast, s0), matmul(g, qk, U));
-      return [out, sEnd];
-    }
-    // Per-column decay: c = cumulative log α along the run (padded tokens decay nothing).
-    const logA = this.padVirtual(g, g.op('Log', [alpha]));
-    const c = g.op('CumSum', [logA, g.int(1)]); // [H, Np, d]
-    const cT = transpose(g, c, [0, 2, 1]); // [H, d, Np]
+    if (typeof alpha === 'number') throw new Error('exactRun handles per-column decay; α ≡ 1 uses exactRunChunks');
+    // Per-column decay. α may be negative or zero (the virtual-token tricks scale gates by ±½ and
+    // zero history), so Π α between two times is kept as magnitude (cumulative log|α|), sign
+    // (cumulative count of negatives) and a cumulative count of zeros; padded tokens have α = 1.
+    const alphaP = g.op('Pad', [alpha, concat(g, [g.ints([0, 0, 0, 0]), sub(g, g.ints([Np]), dimOf(g, alpha, 1)), g.ints([0])], 0), g.float(1)]);
+    const isZero = g.op('Equal', [alphaP, g.float(0)]);
+    const cum = (x: Value) => g.op('CumSum', [x, g.int(1)]); // along the virtual axis of [H, Np, d]
+    const lc = cum(g.op('Log', [g.op('Where', [isZero, g.float(1), g.op('Abs', [alphaP])])]));
+    const nc = cum(cast01(g, g.op('Less', [alphaP, g.float(0)])));
+    const zc = cum(cast01(g, isZero));
+    /** Π α over (τ, t] from the cumulative triples at t and at τ (shapes broadcast). */
+    const between = (t: Value[], tau: Value[], mask?: Value): Value => {
+      let dl = sub(g, t[0], tau[0]);
+      if (mask) dl = g.op('Where', [mask, dl, g.float(-Infinity)]);
+      const sign = g.op('Cos', [mul(g, sub(g, t[1], tau[1]), g.float(Math.PI))]);
+      const alive = cast01(g, g.op('Equal', [t[2], tau[2]]));
+      return mul(g, mul(g, g.op('Exp', [dl]), sign), alive);
+    };
+    /** Π α over [0, t]. */
+    const fromStart = (t: Value[]): Value => mul(g, mul(g, g.op('Exp', [t[0]]), g.op('Cos', [mul(g, t[1], g.float(Math.PI))])), cast01(g, g.op('Equal', [t[2], g.float(0)])));
+    const cumT = [lc, nc, zc].map((x) => transpose(g, x, [0, 2, 1])); // [H, d, Np] each
     const inv = blockInverse(
       g,
       (s) => {
         const base = unsqueeze(g, m21(g, B, K, [H], Np, s), [1]); // [H, 1, nb, s, s]
-        const cb = reshape(g, cT, [H, d, Np / (2 * s), 2, s]);
-        const c2 = unsqueeze(g, g.op('Gather', [cb, g.int(1)], { axis: 3 }), [4]); // [H, d, nb, s, 1]
-        const c1 = unsqueeze(g, g.op('Gather', [cb, g.int(0)], { axis: 3 }), [3]); // [H, d, nb, 1, s]
-        return mul(g, base, g.op('Exp', [sub(g, c2, c1)]));
+        const halves = cumT.map((x) => reshape(g, x, [H, d, Np / (2 * s), 2, s]));
+        const rows = halves.map((x) => unsqueeze(g, g.op('Gather', [x, g.int(1)], { axis: 3 }), [4])); // [H, d, nb, s, 1]
+        const cols = halves.map((x) => unsqueeze(g, g.op('Gather', [x, g.int(0)], { axis: 3 }), [3])); // [H, d, nb, 1, s]
+        return mul(g, base, between(rows, cols));
       },
       [H, d],
       Np,
     ); // [H, d, Np, Np]
-    const rhs = sub(g, W, mul(g, bsT, g.op('Exp', [c]))); // [H, Np, d]
+    const rhs = sub(g, W, mul(g, bsT, fromStart([lc, nc, zc]))); // [H, Np, d]
     const U = transpose(g, squeezeLast(g, matmul(g, inv, unsqueeze(g, transpose(g, rhs, [0, 2, 1]), [3]))), [0, 2, 1]); // [H, Np, d]
-    const cLast = slice(g, c, [Np - 1], [Np], [1]); // [H, 1, d]
-    const sEnd = add(g, mul(g, s0, g.op('Exp', [cLast])), matmul(g, transpose(g, K, [0, 2, 1]), mul(g, U, g.op('Exp', [sub(g, cLast, c)]))));
-    // o_ij = D_{t_i j}(q_i·s₀ʲ) + Σ_{τ ≤ t_i} exp(c_{t_i j} − c_{τ j}) (q_i·k_τ) u_τj
-    const cOut = this.lastVirtual(g, slice(g, c, g.ints([0]), dimOf(g, k, 1), [1]), T); // [H, T, d]
-    const first = mul(g, matmul(g, qLast, s0), g.op('Exp', [cOut]));
-    const decay = sub(g, unsqueeze(g, transpose(g, cOut, [0, 2, 1]), [3]), unsqueeze(g, cT, [2])); // [H, d, T, Np]
-    const masked = g.op('Where', [outMask, decay, g.float(-Infinity)]);
+    const lastOf = (x: Value) => slice(g, x, [Np - 1], [Np], [1]); // [H, 1, d]
+    const last = [lc, nc, zc].map(lastOf);
+    const sEnd = this.activateAt(g, add(g, mul(g, s0, fromStart(last)), matmul(g, transpose(g, K, [0, 2, 1]), mul(g, U, between(last, [lc, nc, zc])))), this.endsChunk(g, T));
+    // o_ij = D_{t_i j}(q_i·s₀ʲ) + Σ_{τ ≤ t_i} (Π_{τ<r≤t_i} α_rj) (q_i·k_τ) u_τj
+    const atOut = [lc, nc, zc].map((x) => this.lastVirtual(g, slice(g, x, g.ints([0]), dimOf(g, k, 1), [1]), T)); // [H, T, d]
+    const first = mul(g, matmul(g, qLast, s0), fromStart(atOut));
+    const decay = between(
+      atOut.map((x) => unsqueeze(g, transpose(g, x, [0, 2, 1]), [3])), // [H, d, T, 1]
+      cumT.map((x) => unsqueeze(g, x, [2])), // [H, d, 1, Np]
+      outMask,
+    ); // [H, d, T, Np]
     const qk = unsqueeze(g, matmul(g, qLast, transpose(g, K, [0, 2, 1])), [1]); // [H, 1, T, Np]
-    const weights = mul(g, qk, g.op('Exp', [masked])); // [H, d, T, Np]
+    const weights = mul(g, qk, decay); // [H, d, T, Np]
     const second = transpose(g, squeezeLast(g, matmul(g, weights, unsqueeze(g, transpose(g, U, [0, 2, 1]), [3]))), [0, 2, 1]); // [H, T, d]
     return [add(g, first, second), sEnd];
   }
@@ -357,7 +467,7 @@ export class LizaExtension implements AttentionExtension {
       hEnd = add(g, hEnd, matmul(g, transpose(g, lastRow(ws[r]), [0, 2, 1]), u));
     }
     void T;
-    return [out!, hEnd];
+    return [out!, this.activateAt(g, hEnd, null)];
   }
 }
 
@@ -365,6 +475,18 @@ function binomial(n: number, k: number): number {
   let r = 1;
   for (let i = 1; i <= k; i++) r = (r * (n - i + 1)) / i;
   return r;
+}
+
+/** [rows, Np] bool: real token i of a chunk reads virtual tokens τ ≤ n·i + n − 1. */
+function outputMaskValues(rows: number, Np: number, n: number): number[] {
+  const m = new Array<number>(rows * Np).fill(0);
+  for (let i = 0; i < rows; i++) for (let t = 0; t <= Math.min(Np - 1, n * i + n - 1); t++) m[i * Np + t] = 1;
+  return m;
+}
+
+/** bool → float32 0/1 */
+function cast01(g: GraphBuilder, x: Value): Value {
+  return g.op('Cast', [x], { to: 1 });
 }
 
 function squeezeLast(g: GraphBuilder, x: Value): Value {

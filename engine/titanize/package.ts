@@ -34,7 +34,10 @@ export interface PackageManifest {
   /** TPTT settings for Titan packages, under the reference library's field names. */
   tptt?: Record<string, unknown>;
   weights: { file: string; tensors: WeightTable };
-  graphs: { decoder: string };
+  /** decoder: any run length; step: one token (decode), when the package has a faster graph for it. */
+  graphs: { decoder: string; step?: string };
+  /** Most real tokens one decoder run takes (the runtime cuts longer calls); absent = unlimited. */
+  runCapacity?: number;
   tokenizerFiles: string[];
 }
 
@@ -56,7 +59,7 @@ export function readPackage(dir: string): LoadedPackage {
   if (manifest.formatVersion !== PACKAGE_FORMAT_VERSION) {
     throw new ModelError(`${MANIFEST_FILE}: package format version ${manifest.formatVersion} is not supported by this engine (expects ${PACKAGE_FORMAT_VERSION}); convert the model again`);
   }
-  for (const f of [manifest.weights.file, manifest.graphs.decoder]) {
+  for (const f of [manifest.weights.file, manifest.graphs.decoder, ...(manifest.graphs.step ? [manifest.graphs.step] : [])]) {
     if (!fs.existsSync(path.join(dir, f))) throw new ModelError(`${dir}: package file ${f} is missing; convert the model again`);
   }
   return { dir, manifest, config: parseModelConfig(manifest.source.config) };
@@ -151,7 +154,11 @@ export interface WriteOptions {
   tptt?: Record<string, unknown>;
   /** Rewrites a source tensor before it is stored (LoRA merging at conversion). */
   transformTensor?: (sourceName: string, data: Float32Array, shape: number[]) => Float32Array;
-  extension?: (config: ModelConfig) => AttentionExtension;
+  /** The attention extension for the decoder graph and, when given, for a one-token step graph. */
+  extension?: (config: ModelConfig, mode: 'segment' | 'step') => AttentionExtension;
+  /** Builds step.onnx too (exact-semantics Titan packages). */
+  stepGraph?: boolean;
+  runCapacity?: number;
   /** Called with (done, total) tensors, and may throw to cancel. */
   onProgress?: (done: number, total: number) => void;
 }
@@ -225,8 +232,8 @@ export function writePackage(sourceDir: string, outDir: string, options: WriteOp
               for (let j = 0; j < p.length; j++, at += 2) buf.writeUInt16LE(floatToHalf(p[j]), at);
             }
           }
-          // 64-byte alignment lets the runtime map tensors without copying.
-          const pad = (64 - (offset % 64)) % 64;
+          // Page alignment lets onnxruntime map tensors from the file instead of copying them.
+          const pad = (4096 - (offset % 4096)) % 4096;
           if (pad) fs.writeSync(fd, Buffer.alloc(pad), 0, pad, offset);
           offset += pad;
           fs.writeSync(fd, buf, 0, buf.length, offset);
@@ -238,9 +245,16 @@ export function writePackage(sourceDir: string, outDir: string, options: WriteOp
         fs.closeSync(fd);
       }
 
+      const graphs: PackageManifest['graphs'] = { decoder: 'decoder.onnx' };
       const g = new GraphBuilder('titan-decoder', 'weights.bin');
-      buildDecoderGraph(g, config, tensors, { window: options.window, extension: options.extension?.(config) });
-      fs.writeFileSync(path.join(tmp, 'decoder.onnx'), g.toBytes({ 'titan.kind': options.kind }));
+      buildDecoderGraph(g, config, tensors, { window: options.window, extension: options.extension?.(config, 'segment') });
+      fs.writeFileSync(path.join(tmp, graphs.decoder), g.toBytes({ 'titan.kind': options.kind }));
+      if (options.stepGraph && options.extension) {
+        graphs.step = 'step.onnx';
+        const gs = new GraphBuilder('titan-step', 'weights.bin');
+        buildDecoderGraph(gs, config, tensors, { window: options.window, extension: options.extension(config, 'step') });
+        fs.writeFileSync(path.join(tmp, graphs.step), gs.toBytes({ 'titan.kind': options.kind }));
+      }
 
       const tokenizerFiles: string[] = [];
       for (const f of TOKENIZER_FILES) {
@@ -260,7 +274,8 @@ export function writePackage(sourceDir: string, outDir: string, options: WriteOp
         window: options.window,
         ...(options.tptt ? { tptt: options.tptt } : {}),
         weights: { file: 'weights.bin', tensors },
-        graphs: { decoder: 'decoder.onnx' },
+        graphs,
+        ...(options.runCapacity ? { runCapacity: options.runCapacity } : {}),
         tokenizerFiles,
       };
       fs.writeFileSync(path.join(tmp, MANIFEST_FILE), JSON.stringify(manifest, null, 2) + '\n');

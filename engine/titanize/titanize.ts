@@ -3,7 +3,7 @@
 import * as fs from 'node:fs';
 import { loadModelConfig } from '../model/config';
 import { ModelError } from '../model/errors';
-import { LizaExtension } from './liza';
+import { LizaExtension, runCapacity } from './liza';
 import { writePackage, type LoadedPackage, type PackageDType } from './package';
 import { resolveTpttSettings, type TpttSettings, type TpttSettingsInput } from './settings';
 
@@ -24,7 +24,10 @@ export function titanize(sourceDir: string, outDir: string, input: TpttSettingsI
     window: settings.max_self_attn_length,
     kind: 'titan',
     tptt: { ...settings } as unknown as Record<string, unknown>,
-    extension: (cfg) => new LizaExtension(cfg, settings),
+    extension: (cfg, mode) => new LizaExtension(cfg, settings, mode),
+    // The reference's semantics are per call, chunk by chunk: one graph serves every run length.
+    stepGraph: settings.semantics === 'exact',
+    runCapacity: runCapacity(settings),
     transformTensor: options.transformTensor,
     onProgress: options.onProgress,
   });
