@@ -44,7 +44,7 @@ function bindingDir(): string {
  * Why a provider cannot work on this machine, found without trying it (trying prints native errors
  * to stderr): the CUDA provider is an opt-in download; WebGPU on Linux needs the Vulkan loader.
  */
-function providerUnavailable(ep: 'cuda' | 'webgpu'): string | null {
+function providerUnavailable(ep: 'cuda' | 'webgpu', auto: boolean): string | null {
   if (ep === 'cuda') {
     const lib = process.platform === 'win32' ? 'onnxruntime_providers_cuda.dll' : 'libonnxruntime_providers_cuda.so';
     return fs.existsSync(path.join(bindingDir(), lib)) ? null : 'CUDA provider not installed (opt in with `npm run install-cuda`)';
@@ -52,8 +52,16 @@ function providerUnavailable(ep: 'cuda' | 'webgpu'): string | null {
   if (process.platform === 'linux') {
     const dirs = [...(process.env.LD_LIBRARY_PATH ?? '').split(':').filter(Boolean), '/usr/lib/x86_64-linux-gnu', '/usr/lib/aarch64-linux-gnu', '/usr/lib64', '/usr/lib', '/lib/x86_64-linux-gnu', '/usr/local/lib'];
     if (!dirs.some((d) => fs.existsSync(path.join(d, 'libvulkan.so.1')))) return 'no Vulkan loader (libvulkan.so.1) on this machine';
+    // Without a GPU device node the only Vulkan driver is a software one (lavapipe), slower than
+    // the CPU provider; `auto` passes it over (an explicit --provider webgpu still uses it).
+    if (auto && !process.env.VK_DRIVER_FILES && !process.env.VK_ICD_FILENAMES && !hasGpuDeviceNode()) return 'no GPU device (/dev/dri render node or /dev/nvidia*)';
   }
   return null;
+}
+
+function hasGpuDeviceNode(): boolean {
+  const list = (dir: string) => (fs.existsSync(dir) ? fs.readdirSync(dir) : []);
+  return list('/dev/dri').some((n) => n.startsWith('renderD')) || list('/dev').some((n) => /^nvidia\d+$/.test(n));
 }
 
 async function createSession(file: string, provider: ProviderChoice, threads?: number): Promise<{ session: ort.InferenceSession; report: ProviderReport }> {
@@ -64,7 +72,7 @@ async function createSession(file: string, provider: ProviderChoice, threads?: n
   const order: ('cuda' | 'webgpu' | 'cpu')[] = provider === 'auto' ? ['cuda', 'webgpu', 'cpu'] : [provider];
   const skipped: string[] = [];
   for (const ep of order) {
-    const missing = ep === 'cpu' ? null : providerUnavailable(ep);
+    const missing = ep === 'cpu' ? null : providerUnavailable(ep, provider === 'auto');
     if (missing) {
       if (provider !== 'auto') throw new ModelError(`execution provider ${ep} is not available: ${missing}`);
       skipped.push(`${ep}: ${missing}`);
