@@ -29,6 +29,8 @@ export interface AttentionContext {
   oProj: (x: Value) => Value;
   /** Number of tokens in this run, as an int64 vector [1]. */
   newTokens: Value;
+  /** Activation dtype of q, k, v, softmaxOut and of the value mix() must return. */
+  dtype: 'float32' | 'float16';
 }
 
 export interface AttentionExtension {
@@ -43,7 +45,20 @@ export interface DecoderGraphOptions {
   window: number | null;
   /** LiZA + Memory-as-Gate for Titan packages; absent for the base model. */
   extension?: AttentionExtension;
+  /**
+   * Adapts a projection's output (LoRA in training graphs): `x` is the projection's input [T, in],
+   * `y` its output [T, out] with bias; returns the output to use. Absent: plain projections.
+   */
+  projection?: (g: GraphBuilder, layer: number, name: ProjectionName, x: Value, y: Value) => Value;
+  /**
+   * Activation precision. float16 (for GPU providers) keeps the residual stream, projections and
+   * the KV window in half precision with norms, softmax and the recurrent state in float32.
+   */
+  compute?: 'float32' | 'float16';
 }
+
+/** The package's projection weights: fused q/k/v, o, fused gate/up, down. */
+export type ProjectionName = 'qkv' | 'o' | 'gate_up' | 'down';
 
 /** Builds the whole decoder graph into `g`. */
 export function buildDecoderGraph(g: GraphBuilder, config: ModelConfig, weights: WeightTable, options: DecoderGraphOptions): void {
@@ -51,20 +66,27 @@ export function buildDecoderGraph(g: GraphBuilder, config: ModelConfig, weights:
   const G = H / Hk;
   const window = options.window ?? config.slidingWindow;
 
-  const w = (name: string): Value => {
+  const act = options.compute ?? 'float32';
+  const stored = (name: string): Value => {
     const t = weights[name];
     if (!t) throw new Error(`weight table has no ${name}`);
-    const v = g.weight(name, t);
-    // fp16 packages store half-precision weights; the math here is float32.
-    return t.dtype === 'float16' ? cast(g, v, 'float32') : v;
+    return g.weight(name, t);
   };
+  // Projection weights and biases in the activation dtype (fp16 packages store half precision).
+  const w = (name: string): Value => (stored(name) && weights[name].dtype === act ? stored(name) : cast(g, stored(name), act));
   const opt = (name: string): Value | null => (weights[name] ? w(name) : null);
+  // Norms always compute in float32 (their weights are stored float32).
+  const norm = (x: Value, name: string): Value => {
+    const weight = weights[name].dtype === 'float32' ? stored(name) : cast(g, stored(name), 'float32');
+    const y = rmsNorm(g, act === 'float32' ? x : cast(g, x, 'float32'), weight, config.rmsNormEps);
+    return act === 'float32' ? y : cast(g, y, act);
+  };
 
   const inputIds = g.input('input_ids', 'int64', ['T']);
   const logitsRows = g.input('logits_rows', 'int64', ['K']);
   const past = Array.from({ length: L }, (_, i) => ({
-    key: g.input(`past_key.${i}`, 'float32', [Hk, 'P', d]),
-    value: g.input(`past_value.${i}`, 'float32', [Hk, 'P', d]),
+    key: g.input(`past_key.${i}`, act, [Hk, 'P', d]),
+    value: g.input(`past_value.${i}`, act, [Hk, 'P', d]),
   }));
   options.extension?.declare(g);
 
@@ -75,8 +97,9 @@ export function buildDecoderGraph(g: GraphBuilder, config: ModelConfig, weights:
   const keyPositions = cast(g, range(g, g.ints([0]), total), 'float32'); // [S]
   const invFreq = g.constant('float32', [1, d / 2], Float32Array.from(ropeInverseFrequencies(config.rope, d)));
   const angles = mul(g, unsqueeze(g, keyPositions, [1]), invFreq); // [S, d/2]
-  const cosK = unsqueeze(g, g.op('Cos', [angles]), [1]); // [S, 1, d/2]
-  const sinK = unsqueeze(g, g.op('Sin', [angles]), [1]);
+  const inAct = (x: Value) => (act === 'float32' ? x : cast(g, x, act));
+  const cosK = inAct(unsqueeze(g, g.op('Cos', [angles]), [1])); // [S, 1, d/2]
+  const sinK = inAct(unsqueeze(g, g.op('Sin', [angles]), [1]));
   const cosQ = slice(g, cosK, pastLen, total, [0]); // [T, 1, d/2]
   const sinQ = slice(g, sinK, pastLen, total, [0]);
 
@@ -87,26 +110,27 @@ export function buildDecoderGraph(g: GraphBuilder, config: ModelConfig, weights:
   if (window !== null) allowed = g.op('And', [allowed, g.op('Less', [g.op('Sub', [queryPos, keyPos]), g.int(window)])]);
   const mask = g.op('Where', [allowed, g.float(0), g.float(-Infinity)]); // [T, S]
 
-  let x = g.op('Gather', [w('embed'), inputIds], { axis: 0 }); // [T, C]
+  let x = g.op('Gather', [w('embed'), inputIds], { axis: 0 }); // [T, C] in the activation dtype
 
   for (let i = 0; i < L; i++) {
     g.within(`layers.${i}`, () => {
       const p = `layers.${i}.`;
+      const project = (name: ProjectionName, input: Value, y: Value): Value => (options.projection ? options.projection(g, i, name, input, y) : y);
       // ── attention ──
-      const attnIn = config.normPlacement === 'pre' ? rmsNorm(g, x, w(p + 'attn_norm'), config.rmsNormEps) : x;
-      const qkv = linear(g, attnIn, w(p + 'qkv'), opt(p + 'qkv_bias')); // [T, (H+2Hk)·d]
+      const attnIn = config.normPlacement === 'pre' ? norm(x, p + 'attn_norm') : x;
+      const qkv = project('qkv', attnIn, linear(g, attnIn, w(p + 'qkv'), opt(p + 'qkv_bias'))); // [T, (H+2Hk)·d]
       const [qRaw, kRaw, vRaw] = g.op('Split', [qkv, g.ints([H * d, Hk * d, Hk * d])], { axis: 1 }, 3);
       let q = qRaw;
       let k = kRaw;
       if (config.qkNorm === 'full') {
-        q = rmsNorm(g, q, w(p + 'q_norm'), config.rmsNormEps);
-        k = rmsNorm(g, k, w(p + 'k_norm'), config.rmsNormEps);
+        q = norm(q, p + 'q_norm');
+        k = norm(k, p + 'k_norm');
       }
       q = reshape(g, q, [-1, H, d]); // [T, H, d]
       k = reshape(g, k, [-1, Hk, d]); // [T, Hk, d]
       if (config.qkNorm === 'per-head') {
-        q = rmsNorm(g, q, w(p + 'q_norm'), config.rmsNormEps);
-        k = rmsNorm(g, k, w(p + 'k_norm'), config.rmsNormEps);
+        q = norm(q, p + 'q_norm');
+        k = norm(k, p + 'k_norm');
       }
       const v = reshape(g, vRaw, [-1, Hk, d]);
 
@@ -119,16 +143,17 @@ export function buildDecoderGraph(g: GraphBuilder, config: ModelConfig, weights:
       // GQA without copies: queries grouped as [Hk, G, T, d] against keys [Hk, 1, S, d].
       const qg = transpose(g, reshape(g, qRot, [-1, Hk, G, d]), [1, 2, 0, 3]); // [Hk, G, T, d]
       const kT = unsqueeze(g, transpose(g, kRot, [1, 2, 0]), [1]); // [Hk, 1, d, S]
-      const scores = add(g, mul(g, matmul(g, qg, kT), g.float(1 / Math.sqrt(d))), mask); // [Hk, G, T, S]
-      const probs = g.op('Softmax', [scores], { axis: -1 });
+      const raw = matmul(g, qg, kT);
+      const scores = add(g, mul(g, act === 'float32' ? raw : cast(g, raw, 'float32'), g.float(1 / Math.sqrt(d))), mask); // [Hk, G, T, S]
+      const probs = inAct(g.op('Softmax', [scores], { axis: -1 }));
       const ctx = matmul(g, probs, unsqueeze(g, valuesAll, [1])); // [Hk, G, T, d]
       const heads = reshape(g, transpose(g, ctx, [2, 0, 1, 3]), [-1, H * d]); // [T, H·d]
       const oW = w(p + 'o');
       const oB = opt(p + 'o_bias');
-      const oProj = (h: Value) => linear(g, h, oW, oB);
+      const oProj = (h: Value) => project('o', h, linear(g, h, oW, oB));
       let attnOut = oProj(heads); // [T, C]
       if (options.extension) {
-        attnOut = options.extension.mix(g, { layer: i, q: qRaw, k: kRaw, v: vRaw, softmaxOut: attnOut, oProj, newTokens });
+        attnOut = options.extension.mix(g, { layer: i, q: qRaw, k: kRaw, v: vRaw, softmaxOut: attnOut, oProj, newTokens, dtype: act });
       }
 
       // The window slides: keep the last `window` keys/values for the next run.
@@ -139,25 +164,26 @@ export function buildDecoderGraph(g: GraphBuilder, config: ModelConfig, weights:
         presentK = slice(g, keysAll, start, total, [1]);
         presentV = slice(g, valuesAll, start, total, [1]);
       }
-      g.output(presentK, `present_key.${i}`, 'float32', [Hk, 'P_out', d]);
-      g.output(presentV, `present_value.${i}`, 'float32', [Hk, 'P_out', d]);
+      g.output(presentK, `present_key.${i}`, act, [Hk, 'P_out', d]);
+      g.output(presentV, `present_value.${i}`, act, [Hk, 'P_out', d]);
 
-      if (config.normPlacement === 'post') attnOut = rmsNorm(g, attnOut, w(p + 'post_attn_norm'), config.rmsNormEps);
+      if (config.normPlacement === 'post') attnOut = norm(attnOut, p + 'post_attn_norm');
       x = add(g, x, attnOut);
 
       // ── MLP (SwiGLU) ──
-      const mlpIn = config.normPlacement === 'pre' ? rmsNorm(g, x, w(p + 'mlp_norm'), config.rmsNormEps) : x;
-      const gateUp = linear(g, mlpIn, w(p + 'gate_up'), opt(p + 'gate_up_bias')); // [T, 2·I]
+      const mlpIn = config.normPlacement === 'pre' ? norm(x, p + 'mlp_norm') : x;
+      const gateUp = project('gate_up', mlpIn, linear(g, mlpIn, w(p + 'gate_up'), opt(p + 'gate_up_bias'))); // [T, 2·I]
       const [gate, up] = g.op('Split', [gateUp, g.ints([config.intermediateSize, config.intermediateSize])], { axis: 1 }, 2);
-      let mlpOut = linear(g, mul(g, silu(g, gate), up), w(p + 'down'), opt(p + 'down_bias')); // [T, C]
-      if (config.normPlacement === 'post') mlpOut = rmsNorm(g, mlpOut, w(p + 'post_mlp_norm'), config.rmsNormEps);
+      const hidden = mul(g, silu(g, gate), up); // [T, I]
+      let mlpOut = project('down', hidden, linear(g, hidden, w(p + 'down'), opt(p + 'down_bias'))); // [T, C]
+      if (config.normPlacement === 'post') mlpOut = norm(mlpOut, p + 'post_mlp_norm');
       x = add(g, x, mlpOut);
     });
   }
 
   // Only the requested rows go through the (large) vocabulary projection.
-  const rows = g.op('Gather', [rmsNorm(g, x, w('final_norm'), config.rmsNormEps), logitsRows], { axis: 0 }); // [K, C]
+  const rows = g.op('Gather', [norm(x, 'final_norm'), logitsRows], { axis: 0 }); // [K, C]
   const logits = linear(g, rows, w(weights.lm_head ? 'lm_head' : 'embed')); // [K, V]
-  g.output(logits, 'logits', 'float32', ['K', config.vocabSize]);
+  g.output(act === 'float32' ? logits : cast(g, logits, 'float32'), 'logits', 'float32', ['K', config.vocabSize]);
   void C;
 }

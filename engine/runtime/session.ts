@@ -29,9 +29,11 @@ export interface RunnerOptions {
 /** Every graph input that carries state from one run to the next, by name. */
 export type RunState = Map<string, ort.Tensor>;
 
-function emptyLike(dims: readonly (number | string)[]): ort.Tensor {
+/** The initial value of a state input: zero-sized along its symbolic axes (the graph supplies defaults). */
+function emptyLike(dims: readonly (number | string)[], type: string): ort.Tensor {
   const shape = dims.map((d) => (typeof d === 'number' ? d : 0));
-  return new ort.Tensor('float32', new Float32Array(shape.reduce((a, b) => a * b, 1)), shape);
+  const size = shape.reduce((a, b) => a * b, 1);
+  return type === 'float16' ? new ort.Tensor('float16', new Uint16Array(size), shape) : new ort.Tensor('float32', new Float32Array(size), shape);
 }
 
 /** The directory holding onnxruntime-node's native binding (and any installed provider libraries). */
@@ -64,7 +66,7 @@ function hasGpuDeviceNode(): boolean {
   return list('/dev/dri').some((n) => n.startsWith('renderD')) || list('/dev').some((n) => /^nvidia\d+$/.test(n));
 }
 
-async function createSession(file: string, provider: ProviderChoice, threads?: number): Promise<{ session: ort.InferenceSession; report: ProviderReport }> {
+async function createSession(fileFor: (ep: 'cuda' | 'webgpu' | 'cpu') => string, provider: ProviderChoice, threads?: number): Promise<{ session: ort.InferenceSession; report: ProviderReport }> {
   const base: ort.InferenceSession.SessionOptions = {
     graphOptimizationLevel: 'all',
     ...(threads ? { intraOpNumThreads: threads, interOpNumThreads: 1 } : {}),
@@ -79,7 +81,7 @@ async function createSession(file: string, provider: ProviderChoice, threads?: n
       continue;
     }
     try {
-      const session = await ort.InferenceSession.create(file, { ...base, executionProviders: [ep] });
+      const session = await ort.InferenceSession.create(fileFor(ep), { ...base, executionProviders: [ep] });
       const reason = skipped.length ? `${ep} (passed over: ${skipped.join('; ')})` : `${ep} (${provider === 'auto' ? 'first available' : 'requested'})`;
       return { session, report: { provider: ep, reason } };
     } catch (e) {
@@ -119,16 +121,18 @@ export class ModelRunner {
 
   static async open(packageDir: string, options: RunnerOptions = {}): Promise<ModelRunner> {
     const pkg = readPackage(packageDir);
-    const { session, report } = await createSession(path.join(pkg.dir, pkg.manifest.graphs.decoder), options.provider ?? 'auto', options.threads);
+    // GPU providers run the half-precision graphs when the package has them.
+    const graphs = pkg.manifest.graphs;
+    const pick = (ep: string, fp32: string | undefined, fp16: string | undefined) => (ep !== 'cpu' && fp16 ? fp16 : fp32);
+    const { session, report } = await createSession((ep) => path.join(pkg.dir, pick(ep, graphs.decoder, graphs.decoderFp16)!), options.provider ?? 'auto', options.threads);
     const meta = session.inputMetadata as readonly { name: string; isTensor: boolean; type?: string; shape?: readonly (number | string)[] }[];
     const stateInputs = meta
       .filter((m) => !RUN_INPUTS.has(m.name))
       .map((m) => ({ name: m.name, dims: m.shape ?? [], type: m.type ?? 'float32' }));
     const names = new Set(session.inputNames);
     let step: ort.InferenceSession | null = null;
-    if (pkg.manifest.graphs.step) {
-      step = (await createSession(path.join(pkg.dir, pkg.manifest.graphs.step), report.provider, options.threads)).session;
-    }
+    const stepFile = pick(report.provider, graphs.step, graphs.stepFp16);
+    if (stepFile) step = (await createSession(() => path.join(pkg.dir, stepFile), report.provider, options.threads)).session;
     return new ModelRunner(pkg, session, report, stateInputs, { call_start: names.has('call_start'), stream_position: names.has('stream_position') }, step);
   }
 
@@ -138,7 +142,7 @@ export class ModelRunner {
 
   /** Forgets everything: the next run starts a new stream. */
   reset(): void {
-    this.state = new Map(this.stateInputs.map((s) => [s.name, emptyLike(s.dims)]));
+    this.state = new Map(this.stateInputs.map((s) => [s.name, emptyLike(s.dims, s.type)]));
     this.position = 0;
   }
 
@@ -236,7 +240,7 @@ export class ModelRunner {
       packageKey: this.packageKey,
       tensors: this.stateInputs.map((s) => {
         const t = this.state.get(s.name)!;
-        return { name: s.name, dims: [...t.dims], data: t.data as Float32Array };
+        return { name: s.name, dims: [...t.dims], dtype: t.type === 'float16' ? ('float16' as const) : ('float32' as const), data: t.data as Float32Array | Uint16Array };
       }),
     });
   }
@@ -248,7 +252,8 @@ export class ModelRunner {
     for (const s of this.stateInputs) {
       const t = byName.get(s.name);
       if (!t) throw new ModelError(`state blob lacks ${s.name}`);
-      next.set(s.name, new ort.Tensor('float32', t.data, t.dims));
+      if (t.dtype !== (s.type === 'float16' ? 'float16' : 'float32')) throw new ModelError(`state blob: ${s.name} is ${t.dtype}, the graph expects ${s.type}`);
+      next.set(s.name, t.dtype === 'float16' ? new ort.Tensor('float16', t.data as Uint16Array, t.dims) : new ort.Tensor('float32', t.data as Float32Array, t.dims));
     }
     this.state = next;
     this.position = snap.position;

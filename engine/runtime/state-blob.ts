@@ -12,8 +12,12 @@ export const STATE_BLOB_VERSION = 1;
 export interface StateTensor {
   name: string;
   dims: number[];
-  data: Float32Array;
+  /** float32, or float16 as raw half bits (the KV window of fp16-compute graphs). */
+  dtype: 'float32' | 'float16';
+  data: Float32Array | Uint16Array;
 }
+
+const ELEMENT_BYTES = { float32: 4, float16: 2 } as const;
 
 export interface StateSnapshot {
   position: number;
@@ -25,7 +29,7 @@ export interface StateSnapshot {
 export function encodeState(s: StateSnapshot): Buffer {
   let offset = 0;
   const entries = s.tensors.map((t) => {
-    const e = { name: t.name, dims: t.dims, offset, length: t.data.byteLength };
+    const e = { name: t.name, dims: t.dims, dtype: t.dtype, offset, length: t.data.byteLength };
     offset += t.data.byteLength;
     return e;
   });
@@ -58,18 +62,20 @@ export function decodeState(blob: Uint8Array, expectedPackageKey?: string): Stat
   if (!Array.isArray(header.tensors)) throw new ModelError('state blob: missing tensor table');
   const dataLen = body.length - dataStart;
   const tensors = header.tensors.map((raw: unknown) => {
-    const e = raw as { name?: unknown; dims?: unknown; offset?: unknown; length?: unknown };
+    const e = raw as { name?: unknown; dims?: unknown; dtype?: unknown; offset?: unknown; length?: unknown };
+    const dtype = (e.dtype ?? 'float32') as StateTensor['dtype'];
+    if (dtype !== 'float32' && dtype !== 'float16') throw new ModelError(`state blob: tensor ${String(e.name)} has unsupported dtype ${JSON.stringify(dtype)}`);
     if (typeof e.name !== 'string' || !Array.isArray(e.dims) || !e.dims.every((d) => Number.isSafeInteger(d) && d >= 0)) throw new ModelError('state blob: bad tensor entry');
     const dims = e.dims as number[];
     const offset = e.offset;
     const length = e.length;
-    if (typeof offset !== 'number' || typeof length !== 'number' || !Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || offset % 4 !== 0 || offset + length > dataLen) {
+    if (typeof offset !== 'number' || typeof length !== 'number' || !Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || offset % ELEMENT_BYTES[dtype] !== 0 || offset + length > dataLen) {
       throw new ModelError(`state blob: tensor ${e.name} lies outside the blob`);
     }
-    if (dims.reduce((a, b) => a * b, 1) * 4 !== length) throw new ModelError(`state blob: tensor ${e.name} size does not match its dims`);
-    const copy = new Float32Array(length / 4);
+    if (dims.reduce((a, b) => a * b, 1) * ELEMENT_BYTES[dtype] !== length) throw new ModelError(`state blob: tensor ${e.name} size does not match its dims`);
+    const copy = dtype === 'float32' ? new Float32Array(length / 4) : new Uint16Array(length / 2);
     new Uint8Array(copy.buffer).set(body.subarray(dataStart + offset, dataStart + offset + length));
-    return { name: e.name, dims, data: copy };
+    return { name: e.name, dims, dtype, data: copy };
   });
   return { position: header.position, packageKey: header.packageKey, tensors };
 }

@@ -61,6 +61,8 @@ export class LizaExtension implements AttentionExtension {
     private readonly settings: TpttSettings,
     /** `segment`: runs of 1..runCapacity tokens; `step`: exactly one token (the decode graph). */
     private readonly mode: 'segment' | 'step' = 'segment',
+    /** Training graphs: μ from a graph value (a float scalar) instead of the settings' constant, for μ schedules. */
+    private readonly options: { magWeight?: Value } = {},
   ) {
     this.H = config.numHeads;
     this.Hk = config.numKvHeads;
@@ -87,6 +89,10 @@ export class LizaExtension implements AttentionExtension {
     const poolVIn = g.input(`state_in.${i}.pool_v`, 'float32', ['Pk', Hk * d]);
     const histIn = n > 1 ? g.input(`state_in.${i}.hist`, 'float32', [5, H, 'Ph', d]) : null;
     const T = ctx.newTokens; // [1]
+    // The linear branch and its state always compute in float32, whatever the activation dtype.
+    const f32 = (x: Value) => (ctx.dtype === 'float32' ? x : g.op('Cast', [x], { to: 1 }));
+    const toAct = (x: Value) => (ctx.dtype === 'float32' ? x : g.op('Cast', [x], { to: 10 }));
+    ctx = { ...ctx, q: f32(ctx.q), k: f32(ctx.k), v: f32(ctx.v), softmaxOut: f32(ctx.softmaxOut) };
 
     // ── gates from causally pooled raw k and v ──
     const [poolK, poolKOut] = this.causalMean(g, ctx.k, poolKIn, T, tptt);
@@ -144,7 +150,7 @@ export class LizaExtension implements AttentionExtension {
     // ── merge heads, RMS-normalize, o_proj ──
     const heads = reshape(g, transpose(g, out, [1, 0, 2]), [-1, H * d]); // [T, H·d]
     const normed = div(g, heads, g.op('Sqrt', [add(g, g.op('ReduceMean', [mul(g, heads, heads), g.ints([-1])], { keepdims: 1 }), g.float(1e-6))]));
-    let linearOut = ctx.oProj(normed); // [T, C]
+    let linearOut = f32(ctx.oProj(toAct(normed))); // [T, C]
     if (this.settings.base_scale_attn) {
       const rms = g.op('Sqrt', [add(g, g.op('ReduceMean', [mul(g, ctx.softmaxOut, ctx.softmaxOut), g.ints([-1])], { keepdims: 1 }), g.float(1e-5))]);
       linearOut = mul(g, rms, linearOut);
@@ -152,11 +158,12 @@ export class LizaExtension implements AttentionExtension {
 
     // ── Memory-as-Gate ──
     const mu = this.settings.mag_weight;
-    const softW = mul(g, ctx.softmaxOut, g.float(1 - mu));
-    const linW = mul(g, linearOut, g.float(mu));
+    const muValue = this.options.magWeight;
+    const softW = mul(g, ctx.softmaxOut, muValue ? sub(g, g.float(1), muValue) : g.float(1 - mu));
+    const linW = mul(g, linearOut, muValue ?? g.float(mu));
     let mixed = add(g, softW, linW);
     if (this.settings.cross_gate) mixed = add(g, mixed, mul(g, softW, linW));
-    return mixed;
+    return toAct(mixed);
   }
 
   /** The state after a chunk boundary: the normalized tanh-GELU where `at` holds (non-linear modes only). */

@@ -35,7 +35,7 @@ export interface PackageManifest {
   tptt?: Record<string, unknown>;
   weights: { file: string; tensors: WeightTable };
   /** decoder: any run length; step: one token (decode), when the package has a faster graph for it. */
-  graphs: { decoder: string; step?: string };
+  graphs: { decoder: string; step?: string; decoderFp16?: string; stepFp16?: string };
   /** Most real tokens one decoder run takes (the runtime cuts longer calls); absent = unlimited. */
   runCapacity?: number;
   tokenizerFiles: string[];
@@ -59,7 +59,7 @@ export function readPackage(dir: string): LoadedPackage {
   if (manifest.formatVersion !== PACKAGE_FORMAT_VERSION) {
     throw new ModelError(`${MANIFEST_FILE}: package format version ${manifest.formatVersion} is not supported by this engine (expects ${PACKAGE_FORMAT_VERSION}); convert the model again`);
   }
-  for (const f of [manifest.weights.file, manifest.graphs.decoder, ...(manifest.graphs.step ? [manifest.graphs.step] : [])]) {
+  for (const f of [manifest.weights.file, ...Object.values(manifest.graphs)]) {
     if (!fs.existsSync(path.join(dir, f))) throw new ModelError(`${dir}: package file ${f} is missing; convert the model again`);
   }
   return { dir, manifest, config: parseModelConfig(manifest.source.config) };
@@ -245,15 +245,19 @@ export function writePackage(sourceDir: string, outDir: string, options: WriteOp
         fs.closeSync(fd);
       }
 
+      // Graphs: float32 compute (every provider) and, for fp16 packages, half-precision compute for
+      // GPU providers; a one-token step graph where the extension has a faster decode path.
       const graphs: PackageManifest['graphs'] = { decoder: 'decoder.onnx' };
-      const g = new GraphBuilder('titan-decoder', 'weights.bin');
-      buildDecoderGraph(g, config, tensors, { window: options.window, extension: options.extension?.(config, 'segment') });
-      fs.writeFileSync(path.join(tmp, graphs.decoder), g.toBytes({ 'titan.kind': options.kind }));
-      if (options.stepGraph && options.extension) {
-        graphs.step = 'step.onnx';
-        const gs = new GraphBuilder('titan-step', 'weights.bin');
-        buildDecoderGraph(gs, config, tensors, { window: options.window, extension: options.extension(config, 'step') });
-        fs.writeFileSync(path.join(tmp, graphs.step), gs.toBytes({ 'titan.kind': options.kind }));
+      const emit = (file: string, mode: 'segment' | 'step', compute: 'float32' | 'float16') => {
+        const g = new GraphBuilder(`titan-${mode}-${compute}`, 'weights.bin');
+        buildDecoderGraph(g, config, tensors, { window: options.window, extension: options.extension?.(config, mode), compute });
+        fs.writeFileSync(path.join(tmp, file), g.toBytes({ 'titan.kind': options.kind, 'titan.compute': compute }));
+      };
+      emit(graphs.decoder, 'segment', 'float32');
+      if (options.stepGraph && options.extension) emit((graphs.step = 'step.onnx'), 'step', 'float32');
+      if (options.dtype === 'fp16') {
+        emit((graphs.decoderFp16 = 'decoder-fp16.onnx'), 'segment', 'float16');
+        if (graphs.step) emit((graphs.stepFp16 = 'step-fp16.onnx'), 'step', 'float16');
       }
 
       const tokenizerFiles: string[] = [];
