@@ -69,6 +69,8 @@ function hasGpuDeviceNode(): boolean {
 async function createSession(fileFor: (ep: 'cuda' | 'webgpu' | 'cpu') => string, provider: ProviderChoice, threads?: number): Promise<{ session: ort.InferenceSession; report: ProviderReport }> {
   const base: ort.InferenceSession.SessionOptions = {
     graphOptimizationLevel: 'all',
+    // Native warnings (e.g. shape ops placed on the CPU by design) would clutter the CLI's stderr.
+    logSeverityLevel: 3,
     ...(threads ? { intraOpNumThreads: threads, interOpNumThreads: 1 } : {}),
   };
   const order: ('cuda' | 'webgpu' | 'cpu')[] = provider === 'auto' ? ['cuda', 'webgpu', 'cpu'] : [provider];

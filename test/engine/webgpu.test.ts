@@ -1,0 +1,82 @@
+// The WebGPU path: half-precision graphs run on onnxruntime-node's WebGPU provider with every
+// floating-point op on the GPU (only int64 shape arithmetic may sit on the CPU, as ORT places it
+// there itself), and agree with the float32 CPU graphs within half-precision tolerance.
+// CI installs Mesa's software Vulkan driver (lavapipe) so this runs without a GPU.
+import { test } from 'node:test';
+import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { writeRandomCheckpoint } from '../helpers/checkpoint';
+import { titanize } from '../../engine/titanize/titanize';
+import { ModelRunner } from '../../engine/runtime/session';
+
+const hasVulkan = ['/usr/lib/x86_64-linux-gnu', '/usr/lib/aarch64-linux-gnu', '/usr/lib64', '/usr/lib'].some((d) => fs.existsSync(path.join(d, 'libvulkan.so.1')));
+
+/** Ops that only ever see int64/bool shape values in our graphs, which ORT keeps on the CPU. */
+const SHAPE_OPS = new Set(['Shape', 'Sub', 'Add', 'Mul', 'Concat', 'Squeeze', 'Unsqueeze', 'Range', 'Gather', 'Slice', 'Cast', 'Max', 'Min', 'Equal', 'Where', 'Mod', 'Less', 'LessOrEqual', 'ConstantOfShape', 'Reshape', 'Expand', 'Div']);
+
+/** Node placements from ORT's verbose session log: op type → provider, per node name. */
+function placements(model: string): { cpu: { op: string; name: string }[]; gpu: number } {
+  const script = `const ort=require('onnxruntime-node');ort.InferenceSession.create(${JSON.stringify(model)},{executionProviders:['webgpu'],logSeverityLevel:0,logVerbosityLevel:0}).then(()=>process.exit(0),(e)=>{console.error(e.message);process.exit(3)});`;
+  const r = spawnSync(process.execPath, ['-e', script], { cwd: path.resolve(__dirname, '..', '..'), encoding: 'utf8', maxBuffer: 256 * 2 ** 20 });
+  assert.equal(r.status, 0, `WebGPU session failed: ${r.stderr.slice(-2000)}`);
+  const lines = (r.stdout + r.stderr).split('\n');
+  const cpu: { op: string; name: string }[] = [];
+  let gpu = 0;
+  let section: 'cpu' | 'gpu' | null = null;
+  for (const line of lines) {
+    const header = /Node\(s\) placed on \[(\w+)\]\. Number of nodes: (\d+)/.exec(line);
+    if (header) {
+      section = header[1] === 'CPUExecutionProvider' ? 'cpu' : 'gpu';
+      if (section === 'gpu') gpu += Number(header[2]);
+      continue;
+    }
+    const node = /VerifyEachNodeIsAssignedToAnEp\]\s+(\w+) \(([^)]*)\)/.exec(line);
+    if (node && section === 'cpu') cpu.push({ op: node[1], name: node[2] });
+    else if (!/VerifyEachNodeIsAssignedToAnEp/.test(line)) section = null;
+  }
+  return { cpu, gpu };
+}
+
+test('WebGPU: fp16 Titan graphs keep every float op on the GPU and match the fp32 CPU graphs', { skip: hasVulkan ? false : 'no Vulkan loader here (CI installs mesa-vulkan-drivers)', timeout: 900_000 }, async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'titan-webgpu-'));
+  try {
+    const ckpt = await writeRandomCheckpoint(path.join(dir, 'hf'), { arch: 'llama', seed: 7 });
+    for (const operator of ['delta_rule', 'delta_product', 'gated_delta_rule']) {
+      const out = path.join(dir, operator);
+      titanize(ckpt.dir, out, { operator_mode: operator, max_self_attn_length: 16, max_chunk_size: 8 }, { dtype: 'fp16' });
+      for (const graph of ['decoder-fp16.onnx', 'step-fp16.onnx']) {
+        const placed = placements(path.join(out, graph));
+        const offending = placed.cpu.filter((n) => !SHAPE_OPS.has(n.op));
+        t.diagnostic(`${operator}/${graph}: ${placed.gpu} nodes on WebGPU, ${placed.cpu.length} shape nodes on CPU`);
+        assert.ok(placed.gpu > 0, 'no node was placed on WebGPU');
+        assert.deepEqual(offending, [], `float ops fell back to the CPU: ${JSON.stringify(offending.slice(0, 10))}`);
+        for (const n of placed.cpu) assert.ok(!/Scan|Loop/.test(n.op));
+      }
+      const ids = Array.from({ length: 21 }, (_, i) => (i * 37) % 250 + 3);
+      const cpu = await ModelRunner.open(out, { provider: 'cpu' });
+      const gpu = await ModelRunner.open(out, { provider: 'webgpu' });
+      assert.equal(gpu.provider.provider, 'webgpu');
+      const rows = [0, 10, 20];
+      const a = await cpu.forward(ids, rows);
+      const b = await gpu.forward(ids, rows);
+      const a2 = await cpu.forward([9], [0]); // the step graphs
+      const b2 = await gpu.forward([9], [0]);
+      let maxDiff = 0;
+      let scale = 0;
+      [...a, ...a2].forEach((row, i) => row.forEach((v, j) => {
+        maxDiff = Math.max(maxDiff, Math.abs(v - [...b, ...b2][i][j]));
+        scale = Math.max(scale, Math.abs(v));
+      }));
+      t.diagnostic(`${operator}: max |fp16 WebGPU − fp32 CPU| = ${maxDiff.toExponential(2)} (logit scale ${scale.toFixed(2)})`);
+      // Half precision carries ~3 significant digits through the residual stream.
+      assert.ok(maxDiff <= 2e-2 * Math.max(1, scale), `fp16 logits drift too far: ${maxDiff}`);
+      await cpu.release();
+      await gpu.release();
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
