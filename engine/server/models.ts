@@ -1,0 +1,113 @@
+// The models the engine can run: packages in <globalStorage>/models (the demo model's conversion and
+// every Titanize result), plus package folders the extension knows of. Also where conversions go.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { ModelInfo } from '../../protocol/engine';
+import { ModelError } from '../model/errors';
+import { readPackage, type LoadedPackage } from '../titanize/package';
+import type { TpttSettingsInput } from '../titanize/settings';
+import { runTitanizeJob } from './titanize-job';
+
+/** The bundled demo model's conversion (issue 5: delta_rule, μ 0.5, window 512, chunk 64, exact). */
+export const DEMO_SETTINGS: TpttSettingsInput = { operator_mode: 'delta_rule', mag_weight: 0.5, max_self_attn_length: 512, max_chunk_size: 64, semantics: 'exact' };
+export const DEMO_PACKAGE_NAME = 'code-llama-19m-titan';
+
+export function describePackage(pkg: LoadedPackage, demo: boolean): ModelInfo {
+  const m = pkg.manifest;
+  const t = (m.tptt ?? {}) as Record<string, unknown>;
+  const summary =
+    m.kind === 'titan'
+      ? `${t.operator_mode ?? '?'} μ ${t.mag_weight ?? '?'} · window ${t.max_self_attn_length ?? 'unbounded'} · chunk ${t.max_chunk_size ?? '?'} · ${t.semantics ?? 'exact'} · ${m.dtype}`
+      : `base model · window ${m.window ?? 'unbounded'} · ${m.dtype}`;
+  return {
+    path: pkg.dir,
+    name: path.basename(pkg.dir),
+    kind: m.kind,
+    demo,
+    dtype: m.dtype,
+    modelType: m.source?.modelType ?? 'unknown',
+    summary,
+    createdAt: m.createdAt ?? null,
+  };
+}
+
+/** A folder name for a conversion: the source's name and the settings that make it different. */
+export function packageNameFor(source: string, input: TpttSettingsInput, dtype: string, adapter: string | null): string {
+  const parts = [
+    path.basename(path.resolve(source)),
+    input.operator_mode ?? 'delta_rule',
+    `mu${input.mag_weight ?? 0.5}`,
+    `w${input.max_self_attn_length ?? 'inf'}`,
+    `c${input.max_chunk_size ?? 64}`,
+    input.semantics ?? 'exact',
+    dtype,
+  ];
+  if (input.cross_gate) parts.push('xgate');
+  if (adapter) parts.push(`lora-${path.basename(adapter)}`);
+  return parts.join('-').replace(/[^A-Za-z0-9._-]+/g, '_');
+}
+
+export class ModelCatalog {
+  constructor(
+    readonly globalStorageDir: string,
+    readonly demoModelDir: string,
+  ) {}
+
+  get modelsDir(): string {
+    return path.join(this.globalStorageDir, 'models');
+  }
+
+  get demoPackageDir(): string {
+    return path.join(this.modelsDir, DEMO_PACKAGE_NAME);
+  }
+
+  isDemo(dir: string): boolean {
+    return path.resolve(dir) === path.resolve(this.demoPackageDir);
+  }
+
+  describe(dir: string): ModelInfo {
+    return describePackage(readPackage(dir), this.isDemo(dir));
+  }
+
+  /**
+   * The demo model's package, converting the bundled checkpoint on first use (or when the package
+   * is unreadable, e.g. written by an older engine).
+   */
+  async ensureDemoPackage(options: { signal?: AbortSignal; onProgress?: (message: string, done?: number, total?: number) => void } = {}): Promise<string> {
+    const dir = this.demoPackageDir;
+    try {
+      readPackage(dir);
+      return dir;
+    } catch {
+      // convert below
+    }
+    if (!fs.existsSync(path.join(this.demoModelDir, 'config.json'))) throw new ModelError(`the bundled demo model is missing from ${this.demoModelDir}; reinstall the extension`);
+    fs.mkdirSync(this.modelsDir, { recursive: true });
+    options.onProgress?.('Converting the bundled demo model (first use)…');
+    await runTitanizeJob(
+      { source: this.demoModelDir, out: dir, input: DEMO_SETTINGS, dtype: 'fp32', adapter: null },
+      { signal: options.signal, onProgress: (done, total) => options.onProgress?.('Converting the bundled demo model (first use)…', done, total) },
+    );
+    return dir;
+  }
+
+  /** Readable packages under models/ and among `extraPaths`, the demo first, then by name. */
+  list(extraPaths: readonly string[] = []): ModelInfo[] {
+    const dirs = new Set<string>();
+    if (fs.existsSync(this.modelsDir)) {
+      for (const e of fs.readdirSync(this.modelsDir, { withFileTypes: true })) {
+        if (e.isDirectory() && !e.name.includes('.tmp-')) dirs.add(path.join(this.modelsDir, e.name));
+      }
+    }
+    for (const p of extraPaths) if (p) dirs.add(path.resolve(p));
+    const models: ModelInfo[] = [];
+    for (const dir of dirs) {
+      try {
+        models.push(this.describe(dir));
+      } catch {
+        // not a (current) package: left out of the list
+      }
+    }
+    return models.sort((a, b) => Number(b.demo) - Number(a.demo) || a.name.localeCompare(b.name));
+  }
+}

@@ -1,0 +1,114 @@
+// The Titanize settings form: a webview panel for one source model. Fields are validated inline by
+// the engine as the user types; Convert runs the conversion with progress (in the panel and in a
+// cancellable notification) and registers the result as the model in use.
+import * as vscode from 'vscode';
+import { EngineErrorCodes, ValidateSettingsRequest, type ConversionSettings, type FieldError } from '../protocol/engine';
+import { explainRejection, parseTitanizeToHost, type HostToTitanize, type TitanizeToHost } from '../protocol/webview';
+import { OPERATOR_MODES } from '../engine/titanize/settings';
+import type { Ctx } from './context';
+import { EngineRequestError } from './engine-client';
+import { renderWebviewHtml, webviewOptions } from './webview-html';
+
+export class TitanizePanel implements vscode.Disposable {
+  static readonly viewType = 'titan.titanize';
+  private static readonly open = new Map<string, TitanizePanel>();
+  private cts: vscode.CancellationTokenSource | null = null;
+  private readonly disposables: vscode.Disposable[] = [];
+
+  static show(ctx: Ctx, source: string, label: string): TitanizePanel {
+    const existing = TitanizePanel.open.get(source);
+    if (existing) {
+      existing.panel.reveal();
+      return existing;
+    }
+    const panel = vscode.window.createWebviewPanel(TitanizePanel.viewType, `Titanize: ${label}`, vscode.ViewColumn.Active, {
+      ...webviewOptions(ctx.extensionUri),
+      retainContextWhenHidden: true,
+    });
+    const p = new TitanizePanel(ctx, panel, source, label);
+    TitanizePanel.open.set(source, p);
+    return p;
+  }
+
+  private constructor(
+    private readonly ctx: Ctx,
+    readonly panel: vscode.WebviewPanel,
+    readonly source: string,
+    private readonly label: string,
+  ) {
+    panel.webview.html = renderWebviewHtml(panel.webview, ctx.extensionUri, 'titanize', `Titanize ${label}`);
+    this.disposables.push(
+      panel.webview.onDidReceiveMessage((raw: unknown) => {
+        const msg = parseTitanizeToHost(raw);
+        if (!msg) return ctx.log.warn(`titanize form: dropped an invalid message (${explainRejection('titanize', raw)})`);
+        void this.handle(msg).catch((e: Error) => ctx.log.error(`titanize form: ${msg.type} failed: ${e.message}`));
+      }),
+      panel.onDidDispose(() => this.dispose()),
+    );
+  }
+
+  private post(msg: HostToTitanize): void {
+    void this.panel.webview.postMessage(msg);
+  }
+
+  private async handle(msg: TitanizeToHost): Promise<void> {
+    switch (msg.type) {
+      case 'ready':
+        this.post({ type: 'init', source: this.source, sourceLabel: this.label, defaults: this.ctx.config.conversionDefaults, operators: OPERATOR_MODES });
+        return;
+      case 'validate': {
+        const { errors } = await this.ctx.client.request(ValidateSettingsRequest, { settings: msg.settings, source: this.source });
+        this.post({ type: 'validation', id: msg.id, errors });
+        return;
+      }
+      case 'convert':
+        await this.convert(msg.id, msg.settings);
+        return;
+      case 'cancel':
+        this.cts?.cancel();
+        return;
+      case 'browseAdapter': {
+        const picked = await vscode.window.showOpenDialog({ canSelectFolders: true, canSelectFiles: false, openLabel: 'Use Adapter', title: 'LoRA adapter folder (adapter_config.json + adapter_model.safetensors)' });
+        if (picked?.[0]) this.post({ type: 'adapterPicked', path: picked[0].fsPath });
+        return;
+      }
+      case 'openChat':
+        await this.ctx.chat.reveal(true);
+        return;
+    }
+  }
+
+  private async convert(id: string, settings: ConversionSettings): Promise<void> {
+    if (this.cts) return;
+    const cts = new vscode.CancellationTokenSource();
+    this.cts = cts;
+    try {
+      const result = await this.ctx.titanize(this.source, settings, {
+        token: cts.token,
+        onProgress: (done, total, message) => this.post({ type: 'progress', done, total, message }),
+      });
+      this.post({ type: 'done', id, model: result.model.name, path: result.model.path, seconds: result.seconds });
+    } catch (e) {
+      if (e instanceof EngineRequestError && e.cancelled) this.post({ type: 'cancelled', id });
+      else {
+        const errors = e instanceof EngineRequestError && e.code === EngineErrorCodes.ModelError ? fieldErrors(e.data) : [];
+        this.post({ type: 'failed', id, message: (e as Error).message, errors });
+      }
+    } finally {
+      cts.dispose();
+      this.cts = null;
+    }
+  }
+
+  dispose(): void {
+    this.cts?.cancel();
+    TitanizePanel.open.delete(this.source);
+    this.disposables.forEach((d) => d.dispose());
+    this.panel.dispose();
+  }
+}
+
+function fieldErrors(data: unknown): FieldError[] {
+  const errors = (data as { errors?: unknown } | undefined)?.errors;
+  return Array.isArray(errors) ? (errors as FieldError[]) : [];
+}
