@@ -1,8 +1,9 @@
 // The table of `titan` commands.
+import { askCommand, memoryCommand } from './memory-commands';
 import { convertCommand, generateCommand, logitsCommand } from './model-commands';
 import { titanizeCommand } from './titanize-command';
 import type { Command } from './types';
 
 export { UsageError, type Command, type CommandContext, type OptionSpec } from './types';
 
-export const COMMANDS: Command[] = [convertCommand, titanizeCommand, generateCommand, logitsCommand];
+export const COMMANDS: Command[] = [convertCommand, titanizeCommand, generateCommand, logitsCommand, memoryCommand, askCommand];

@@ -23,12 +23,14 @@ export interface ForwardModel {
 
 type Distribute<T> = T extends unknown ? Omit<T, 'id'> : never;
 
-function workerEntry(): { file: string; execArgv: string[] } {
-  // Bundled: dist/engine/worker.js beside dist/engine/cli.js. From source (tests): the .ts file through tsx.
+function workerEntry(): { file: string; eval: boolean } {
+  // Bundled: dist/engine/worker.js beside dist/engine/cli.js. From source (tests): the .ts file through
+  // tsx; workers do not inherit tsx's loader (nor honour `--import` in execArgv on Node 20), so a small
+  // boot script registers tsx's CommonJS hook and then loads the worker.
   const bundled = path.join(__dirname, 'worker.js');
-  if (fs.existsSync(bundled)) return { file: bundled, execArgv: [] };
+  if (fs.existsSync(bundled)) return { file: bundled, eval: false };
   const source = path.join(__dirname, 'worker.ts');
-  if (fs.existsSync(source)) return { file: source, execArgv: ['--import', 'tsx'] };
+  if (fs.existsSync(source)) return { file: `require(${JSON.stringify(require.resolve('tsx/cjs'))}); require(${JSON.stringify(source)});`, eval: true };
   throw new Error(`model worker script not found beside ${__dirname}; run npm run build`);
 }
 
@@ -48,7 +50,7 @@ export class WorkerModel implements ForwardModel {
   static async open(packageDir: string, options: RunnerOptions = {}): Promise<WorkerModel> {
     const pkg = readPackage(packageDir);
     const entry = workerEntry();
-    const worker = new Worker(entry.file, { execArgv: entry.execArgv });
+    const worker = new Worker(entry.file, { eval: entry.eval });
     const model = new WorkerModel(worker, pkg, { provider: 'cpu', reason: '' }, '');
     worker.on('message', (msg: WorkerReply) => {
       const p = model.pending.get(msg.id);
