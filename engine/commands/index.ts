@@ -1,4 +1,5 @@
 // The table of `titan` commands.
+import { benchCommand, perplexityCommand } from './bench-commands';
 import { askCommand, memoryCommand } from './memory-commands';
 import { convertCommand, generateCommand, logitsCommand } from './model-commands';
 import { titanizeCommand } from './titanize-command';
@@ -6,4 +7,4 @@ import type { Command } from './types';
 
 export { UsageError, type Command, type CommandContext, type OptionSpec } from './types';
 
-export const COMMANDS: Command[] = [convertCommand, titanizeCommand, generateCommand, logitsCommand, memoryCommand, askCommand];
+export const COMMANDS: Command[] = [convertCommand, titanizeCommand, generateCommand, logitsCommand, memoryCommand, askCommand, perplexityCommand, benchCommand];

@@ -1,0 +1,99 @@
+// The bench's outputs: a terminal table, report.json, report.md (machine, settings, exact commands,
+// results, ratios, acceptance checks) and plot.svg.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { formatContext, type BenchCell, type BenchReport } from './run';
+import { benchPlot } from './svg';
+
+const mib = (b: number | null | undefined) => (typeof b === 'number' ? `${(b / 2 ** 20).toFixed(0)}` : '–');
+const fixed = (v: number | null | undefined, digits: number) => (typeof v === 'number' && Number.isFinite(v) ? v.toFixed(digits) : '–');
+
+function table(header: string[], rows: string[][], align: ('l' | 'r')[]): string[] {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (cells: string[]) => cells.map((c, i) => (align[i] === 'r' ? c.padStart(widths[i]) : c.padEnd(widths[i]))).join('  ');
+  return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)];
+}
+
+function resultRow(r: BenchCell): string[] {
+  if (r.error) return [formatContext(r.context), r.contender, '–', '–', '–', '–', '–', r.error];
+  return [formatContext(r.context), r.contender, fixed(r.prefillTokensPerSecond, 0), fixed(r.decodeMsPerToken, 2), fixed(r.decodeTokensPerSecond, 1), mib(r.peakRssBytes), mib(r.deviceMemoryBytes), ''];
+}
+
+const RESULT_HEADER = ['context', 'contender', 'prefill tok/s', 'decode ms/tok', 'decode tok/s', 'peak RSS MiB', 'device MiB', 'note'];
+const RESULT_ALIGN: ('l' | 'r')[] = ['r', 'l', 'r', 'r', 'r', 'r', 'r', 'l'];
+
+/** The plain-text table `titan bench` prints. */
+export function formatTable(report: BenchReport): string {
+  const lines = table(RESULT_HEADER, report.results.map(resultRow), RESULT_ALIGN);
+  if (report.ratios.length) {
+    lines.push('');
+    lines.push(...table(['context', 'contender', 'vs', 'decode ×', 'prefill ×', 'memory ÷'], report.ratios.map((r) => [formatContext(r.context), r.contender, r.against, fixed(r.decode, 2), fixed(r.prefill, 2), fixed(r.memory, 2)]), ['r', 'l', 'l', 'r', 'r', 'r']));
+  }
+  return lines.join('\n') + '\n';
+}
+
+function mdTable(header: string[], rows: string[][], align: ('l' | 'r')[]): string[] {
+  return [`| ${header.join(' | ')} |`, `|${align.map((a) => (a === 'r' ? '---:' : ':---')).join('|')}|`, ...rows.map((r) => `| ${r.map((c) => c.replace(/\|/g, '\\|')).join(' | ')} |`)];
+}
+
+export function formatMarkdown(report: BenchReport): string {
+  const m = report.machine;
+  const out: string[] = [];
+  out.push('# Titan benchmark report', '');
+  out.push(`Produced by \`titan bench\` on ${report.createdAt} (${report.seconds.toFixed(0)} s). Every contender ran on the same token stream, in the same run, one process per contender and context; ratios compare figures of this run only.`, '');
+  out.push('![tokens/s and memory against context length](plot.svg)', '');
+  out.push('## Machine', '');
+  out.push(
+    ...mdTable(
+      ['', ''],
+      [
+        ['CPU', `${m.cpu} (${m.cores} cores)`],
+        ['memory', `${(m.memoryBytes / 2 ** 30).toFixed(1)} GiB`],
+        ['GPU', m.gpus.length ? m.gpus.join('; ') : 'none'],
+        ['OS', m.os],
+        ['Node', m.node],
+        ['onnxruntime-node', m.onnxruntime],
+        ['@huggingface/transformers', m.transformersJs ?? 'not installed'],
+        ['execution provider', report.provider],
+        ['dtype', report.dtype],
+        ['threads', report.threads === null ? 'onnxruntime default (all cores)' : String(report.threads)],
+        ['load average at start', m.loadAverage.join(', ')],
+      ],
+      ['l', 'l'],
+    ),
+    '',
+  );
+  for (const n of report.notes) out.push(`> ${n}`, '');
+  const md = report.model;
+  out.push('## Model and stream', '');
+  out.push(`- model: \`${md.source}\` — ${md.modelType}, ${md.layers} layers, hidden ${md.hidden}, ${md.heads} heads / ${md.kvHeads} KV heads, vocabulary ${md.vocab}${md.parameters ? `, ${(md.parameters / 1e6).toFixed(1)}M parameters` : ''}${md.synthetic ? ' (synthetic: random weights with a real model\'s shapes)' : ''}`);
+  out.push(`- stream: ${report.stream.tokens} tokens of ${report.stream.source}; every context is a prefix of it`);
+  out.push(`- prefill in calls of ${report.settings.prefillChunk} tokens (logits for the last token only); decode: ${report.settings.decodeTokens} greedy tokens after each context, one per call`);
+  out.push('- peak RSS: the measuring process\'s high-water mark (getrusage, and /proc sampling every 50 ms), model weights included', '');
+  out.push('## Contenders', '');
+  out.push(...mdTable(['id', 'what', 'made by'], report.contenders.map((c) => [c.id, c.label, c.command ? `\`${c.command}\`` : `prebuilt: ${c.dir}`]), ['l', 'l', 'l']), '');
+  out.push('## Results', '');
+  out.push(...mdTable(RESULT_HEADER, report.results.map(resultRow), RESULT_ALIGN), '');
+  if (report.ratios.length) {
+    out.push('## Ratios (same run)', '');
+    out.push('decode × = their ms/token ÷ Titan\'s; prefill × = Titan\'s tokens/s ÷ theirs; memory ÷ = Titan\'s peak RSS ÷ theirs.', '');
+    out.push(...mdTable(['context', 'Titan', 'against', 'decode ×', 'prefill ×', 'memory ÷'], report.ratios.map((r) => [formatContext(r.context), r.contender, r.against, fixed(r.decode, 2), fixed(r.prefill, 2), fixed(r.memory, 2)]), ['r', 'l', 'l', 'r', 'r', 'r']), '');
+  }
+  if (report.checks.length) {
+    out.push('## Acceptance figures (issue 6, CPU)', '');
+    out.push(...mdTable(['criterion', 'measured', 'needed', 'result'], report.checks.map((c) => [c.criterion, fixed(c.measured, 2), `${c.criterion.includes('÷') ? '≤' : '≥'} ${c.threshold}`, c.pass === null ? 'not measured' : c.pass ? 'pass' : 'FAIL']), ['l', 'r', 'r', 'l']), '');
+  }
+  out.push('## Command', '');
+  out.push('```sh', report.command, '```', '');
+  return out.join('\n');
+}
+
+/** Writes report.json, report.md and plot.svg into `dir`; returns their paths. */
+export function writeReports(report: BenchReport, dir: string): { json: string; markdown: string; plot: string } {
+  fs.mkdirSync(dir, { recursive: true });
+  const files = { json: path.join(dir, 'report.json'), markdown: path.join(dir, 'report.md'), plot: path.join(dir, 'plot.svg') };
+  fs.writeFileSync(files.json, JSON.stringify(report, null, 2) + '\n');
+  fs.writeFileSync(files.markdown, formatMarkdown(report));
+  fs.writeFileSync(files.plot, benchPlot(report));
+  return files;
+}
