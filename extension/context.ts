@@ -282,6 +282,7 @@ export class Ctx implements vscode.Disposable {
     try {
       const s = await this.client.request(StatusRequest);
       this.client.lastStatus = s;
+      this.refreshStatus();
       return s;
     } catch {
       return this.client.lastStatus;

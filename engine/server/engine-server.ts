@@ -46,7 +46,7 @@ import { ModelCatalog, packageNameFor } from './models';
 import { ModelSession } from './session';
 import { readForm, validateForm } from './settings-form';
 import { runTitanizeJob } from './titanize-job';
-import packageJson from '../../package.json';
+import { version as engineVersion } from '../../package.json';
 
 export { OPERATOR_MODES };
 
@@ -167,7 +167,7 @@ export class EngineServer {
   private initialize(p: InitializeParams) {
     this.catalog = new ModelCatalog(path.resolve(p.globalStorageDir), path.resolve(p.demoModelDir));
     log.info(`initialized for ${p.clientName}: storage ${p.globalStorageDir}`);
-    return { engineVersion: packageJson.version, pid: process.pid, node: process.version };
+    return { engineVersion, pid: process.pid, node: process.version };
   }
 
   status(): EngineStatus {

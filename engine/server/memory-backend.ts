@@ -106,7 +106,7 @@ export async function openMemoryBackend(options: MemoryBackendOptions): Promise<
       const r = await memory.ask(question, { retrieval: o.retrieval, memory: o.memory, maxNewTokens: o.maxNewTokens, temperature: o.temperature, signal: o.signal, onText: o.onText });
       return {
         answer: r.answer,
-        sources: r.sources.map((s) => ({ path: s.path, ...(s.line ? { line: s.line } : {}), reason: s.reason, ...(s.snippet ? { snippet: s.snippet } : {}) })),
+        sources: uniqueSources(r.sources).map((s) => ({ path: s.path, ...(s.line ? { line: s.line } : {}), reason: s.reason, ...(s.snippet ? { snippet: s.snippet } : {}) })),
         stopReason: r.stats.stopReason,
         stats: { promptTokens: r.stats.promptTokens, answerTokens: r.stats.answerTokens, seconds: r.stats.seconds, tokensPerSecond: r.stats.tokensPerSecond },
       };
@@ -119,4 +119,15 @@ export async function openMemoryBackend(options: MemoryBackendOptions): Promise<
     },
     close: () => memory.close(),
   };
+}
+
+/** One source per place (path and line): the memory may cite a line both as retrieved and for an identifier. */
+export function uniqueSources<T extends { path: string; line?: number }>(sources: readonly T[]): T[] {
+  const seen = new Set<string>();
+  return sources.filter((s) => {
+    const key = `${s.path}:${s.line ?? ''}`;
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
 }

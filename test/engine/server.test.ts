@@ -42,7 +42,7 @@ function startEngine(): Engine {
   const rpc = createMessageConnection(new StreamMessageReader(child.stdout!), new StreamMessageWriter(child.stdin!));
   const statuses: P.EngineStatus[] = [];
   const rpcErrors: string[] = [];
-  rpc.onNotification(P.StatusNotification, (s) => statuses.push(s));
+  rpc.onNotification(P.StatusNotification, (s) => void statuses.push(s));
   rpc.onError(([e]) => rpcErrors.push(e.message));
   child.stdin!.on('error', () => undefined);
   rpc.listen();
@@ -214,7 +214,7 @@ describe('engine server over JSON-RPC', () => {
 
   it('converts the demo model on first use, opens it and builds the workspace memory with progress', async () => {
     const configureProgress: string[] = [];
-    const sub = engine.rpc.onProgress(P.ConfigureProgress, 'cfg', (p) => configureProgress.push(p.message));
+    const sub = engine.rpc.onProgress(P.ConfigureProgress, 'cfg', (p) => void configureProgress.push(p.message));
     const t0 = performance.now();
     const status = await engine.rpc.sendRequest(P.ConfigureRequest, { ...configureParams(), progressToken: 'cfg' });
     sub.dispose();
@@ -230,7 +230,7 @@ describe('engine server over JSON-RPC', () => {
     assert.deepEqual(models.map((m) => m.name), ['code-llama-19m-titan']);
 
     const progress: P.MemoryProgress[] = [];
-    const sub2 = engine.rpc.onProgress(P.MemoryProgressType, 'mem', (p) => progress.push(p));
+    const sub2 = engine.rpc.onProgress(P.MemoryProgressType, 'mem', (p) => void progress.push(p));
     const stats = await engine.rpc.sendRequest(P.UpdateMemoryRequest, { progressToken: 'mem' });
     sub2.dispose();
     console.log(`  memory build: ${stats.filesRead} files, ${stats.tokensIngested} tokens in ${stats.seconds.toFixed(1)} s (${stats.tokensPerSecond.toFixed(0)} tok/s)`);
