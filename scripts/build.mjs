@@ -6,7 +6,8 @@ import * as fs from 'node:fs';
 const watch = process.argv.includes('--watch');
 const common = { bundle: true, sourcemap: true, logLevel: 'warning', target: 'node20' };
 // Native and data-heavy packages stay outside the bundles and load from node_modules.
-const nodeExternal = ['onnxruntime-node', 'onnxruntime-common', 'vscode', '@huggingface/transformers'];
+// tsx is only reached when running from source (tests), never from the bundles.
+const nodeExternal = ['onnxruntime-node', 'onnxruntime-common', 'vscode', '@huggingface/transformers', 'tsx', 'tsx/cjs'];
 
 const builds = [
   { entryPoints: { 'engine/cli': 'engine/cli.ts' }, platform: 'node', format: 'cjs', outdir: 'dist', external: nodeExternal },
