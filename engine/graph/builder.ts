@@ -34,9 +34,31 @@ export interface ExternalTensor {
   length: number;
 }
 
+/** A declared graph input, as the builder was told it. */
+export interface InputSpec {
+  name: string;
+  dtype: DType;
+  shape: Dim[];
+}
+
+/** What a graph transform (autodiff, training graphs) may read of a builder: everything built so far. */
+export interface GraphView {
+  readonly nodes: readonly onnx.INodeProto[];
+  readonly inputs: readonly InputSpec[];
+  readonly outputs: readonly string[];
+  /** Constants and weights by name (weights carry only their external location). */
+  initializer(name: string): onnx.ITensorProto | undefined;
+}
+
+/** Supplies a value in place of a graph input (static graphs); undefined declares the input as usual. */
+export type InputBinding = (name: string, dtype: DType, shape: Dim[]) => Value | undefined;
+
 export class GraphBuilder {
   private readonly nodes: onnx.INodeProto[] = [];
   private readonly inputs: onnx.IValueInfoProto[] = [];
+  private readonly inputSpecs: InputSpec[] = [];
+  private inputBinding: InputBinding | null = null;
+  private outputSink: ((name: string, value: Value) => void) | null = null;
   private readonly outputs: onnx.IValueInfoProto[] = [];
   private readonly initializers = new Map<string, onnx.ITensorProto>();
   private readonly constants = new Map<string, Value>();
@@ -64,11 +86,18 @@ export class GraphBuilder {
   }
 
   input(name: string, dtype: DType, shape: Dim[]): Value {
+    const bound = this.inputBinding?.(name, dtype, shape);
+    if (bound) return bound;
     this.inputs.push(valueInfo(name, dtype, shape));
+    this.inputSpecs.push({ name, dtype, shape: [...shape] });
     return { name };
   }
 
   output(value: Value, name: string, dtype: DType, shape: Dim[]): void {
+    if (this.outputSink) {
+      this.outputSink(name, value);
+      return;
+    }
     // Graph outputs need their own names; an Identity renames an internal edge.
     const out = value.name === name ? value : this.op('Identity', [value], {}, 1, name);
     this.outputs.push(valueInfo(out.name, dtype, shape));
@@ -162,6 +191,30 @@ export class GraphBuilder {
       },
     };
     return onnx.ModelProto.encode(onnx.ModelProto.create(model)).finish();
+  }
+
+  /**
+   * Static graphs (training): while set, `input()` asks `binding` first and uses the value it returns
+   * in place of a graph input — a constant for a fixed run input, or the previous run's output when
+   * several runs are chained in one graph. null restores plain inputs.
+   */
+  bindInputs(binding: InputBinding | null): void {
+    this.inputBinding = binding;
+  }
+
+  /** While set, `output()` hands (name, value) to `sink` instead of declaring a graph output (chained runs). */
+  captureOutputs(sink: ((name: string, value: Value) => void) | null): void {
+    this.outputSink = sink;
+  }
+
+  /** A read-only view of the graph built so far (nodes in the order added, which is topological). */
+  view(): GraphView {
+    return {
+      nodes: this.nodes,
+      inputs: this.inputSpecs,
+      outputs: this.outputs.map((o) => o.name ?? ''),
+      initializer: (name) => this.initializers.get(name),
+    };
   }
 
   get nodeCount(): number {

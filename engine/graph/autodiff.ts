@@ -1,0 +1,167 @@
+// Reverse-mode differentiation of the graphs GraphBuilder emits: onnxruntime-node has no training
+// API, so a training graph is the forward graph plus its own gradient nodes, and any execution
+// provider that runs the forward ops runs the backward ones too.
+//
+//   const [gA, gB] = gradients(g, loss, [a, b]);   // appends the backward pass to g
+//
+// Three passes over the node list (which is topological: nodes are appended after their inputs):
+//   1. static info: every value's element type and shape, with small integer tensors evaluated, so the
+//      shape arithmetic the decoder graph does in-graph becomes constants (graphs must be static:
+//      every input shape a number — training graphs fix the sequence length);
+//   2. activity: a value needs a gradient when it depends on a `wrt` value and the loss depends on it;
+//   3. the reverse sweep: each active node's rule (autodiff/*.ts) turns its outputs' gradients into its
+//      inputs' gradients, summed where a value feeds several nodes.
+// A float value that depends on a trained input through an op without a gradient rule is an error,
+// never a silently missing gradient.
+import type { onnx } from 'onnx-proto';
+import type { GraphBuilder, GraphView, Value } from './builder';
+import { ELEMENTWISE_RULES } from './autodiff/elementwise';
+import { LINALG_RULES } from './autodiff/linalg';
+import type { NodeContext, OpRule, VjpContext } from './autodiff/rule';
+import { SHAPE_RULES } from './autodiff/shape-ops';
+import { Attrs, ElemType, initializerInfo, isFloat, type TensorInfo } from './autodiff/tensor';
+
+export type { TensorInfo } from './autodiff/tensor';
+
+const RULES: Record<string, OpRule> = { ...ELEMENTWISE_RULES, ...SHAPE_RULES, ...LINALG_RULES };
+
+const DTYPE_CODES: Record<string, number> = {
+  float32: ElemType.FLOAT,
+  float16: ElemType.FLOAT16,
+  int64: ElemType.INT64,
+  int32: ElemType.INT32,
+  bool: ElemType.BOOL,
+  uint8: ElemType.UINT8,
+};
+
+/** Op types autodiff can differentiate (the others may appear only off the gradient path). */
+export const DIFFERENTIABLE_OPS: readonly string[] = Object.entries(RULES)
+  .filter(([, r]) => r.vjp)
+  .map(([op]) => op)
+  .sort();
+
+function describe(node: onnx.INodeProto): string {
+  return `${node.opType} '${node.name ?? ''}'`;
+}
+
+function nodeContext(node: onnx.INodeProto, infos: Map<string, TensorInfo>): NodeContext {
+  const where = describe(node);
+  const names = node.input ?? [];
+  const input = (i: number): TensorInfo | undefined => {
+    const name = names[i];
+    if (!name) return undefined;
+    const info = infos.get(name);
+    if (!info) throw new Error(`autodiff: ${where} reads ${name}, which no earlier node, input or initializer defines`);
+    return info;
+  };
+  return {
+    node,
+    attrs: new Attrs(node),
+    where,
+    input,
+    need(i) {
+      const info = input(i);
+      if (!info) throw new Error(`autodiff: ${where} lacks input ${i}`);
+      return info;
+    },
+    valueOf(i, what) {
+      const info = input(i);
+      if (!info?.value) throw new Error(`autodiff: ${where}: its ${what} (${names[i]}) is not a static value; training graphs must have fixed shapes`);
+      return info.value;
+    },
+  };
+}
+
+/** Static element type, shape and small integer values of every value in the graph built so far. */
+export function staticInfo(view: GraphView): Map<string, TensorInfo> {
+  const infos = new Map<string, TensorInfo>();
+  for (const inp of view.inputs) {
+    if (inp.shape.some((d) => typeof d !== 'number')) throw new Error(`autodiff: graph input ${inp.name} has a symbolic shape [${inp.shape}]; differentiated graphs must be static`);
+    infos.set(inp.name, { elemType: DTYPE_CODES[inp.dtype], shape: inp.shape as number[] });
+  }
+  for (const node of view.nodes) {
+    for (const name of node.input ?? []) {
+      if (name && !infos.has(name)) {
+        const init = view.initializer(name);
+        if (init) infos.set(name, initializerInfo(init));
+      }
+    }
+    const rule = RULES[node.opType ?? ''];
+    if (!rule) throw new Error(`autodiff: no shape rule for op ${describe(node)}`);
+    const outs = rule.infer(nodeContext(node, infos));
+    (node.output ?? []).forEach((name, j) => {
+      if (name) infos.set(name, outs[j]);
+    });
+  }
+  return infos;
+}
+
+/**
+ * Appends to `g` the gradient of the scalar `loss` with respect to each of `wrt` (graph inputs or any
+ * float values), returning one value per entry, each of its shape. Values the loss does not depend on
+ * get zeros.
+ */
+export function gradients(g: GraphBuilder, loss: Value, wrt: readonly Value[]): Value[] {
+  const view = g.view();
+  const nodes = view.nodes.slice();
+  const infos = staticInfo(view);
+  const lossInfo = infos.get(loss.name);
+  if (!lossInfo) throw new Error(`autodiff: the loss ${loss.name} is not a value of this graph`);
+  if (lossInfo.shape.reduce((a, b) => a * b, 1) !== 1 || !isFloat(lossInfo.elemType)) throw new Error(`autodiff: the loss must be a float scalar, got shape [${lossInfo.shape}]`);
+
+  // Forward activity: values that depend on a trained value.
+  const active = new Set(wrt.map((v) => v.name));
+  for (const node of nodes) {
+    if (!(node.input ?? []).some((n) => n && active.has(n))) continue;
+    const rule = RULES[node.opType ?? '']!;
+    const floatOuts = (node.output ?? []).filter((n) => n && isFloat(infos.get(n)!.elemType));
+    if (floatOuts.length === 0) continue;
+    if (!rule.vjp) throw new Error(`autodiff: ${describe(node)} depends on a trained value but has no gradient rule (differentiable ops: ${DIFFERENTIABLE_OPS.join(', ')})`);
+    for (const n of floatOuts) active.add(n);
+  }
+  // Backward relevance: active values the loss depends on.
+  const needed = new Set<string>([loss.name]);
+  for (let k = nodes.length - 1; k >= 0; k--) {
+    const node = nodes[k];
+    if (!(node.output ?? []).some((n) => needed.has(n))) continue;
+    for (const n of node.input ?? []) if (n && active.has(n)) needed.add(n);
+  }
+
+  // The reverse sweep.
+  const grads = new Map<string, Value>();
+  const accumulate = (name: string, grad: Value) => {
+    const prev = grads.get(name);
+    grads.set(name, prev ? g.op('Add', [prev, grad]) : grad);
+  };
+  grads.set(loss.name, g.constant('float32', lossInfo.shape, new Float32Array(lossInfo.shape.length ? lossInfo.shape.reduce((a, b) => a * b, 1) : 1).fill(1)));
+  for (let k = nodes.length - 1; k >= 0; k--) {
+    const node = nodes[k];
+    const outNames = node.output ?? [];
+    const gys = outNames.map((n) => (n && needed.has(n) ? (grads.get(n) ?? null) : null));
+    if (gys.every((x) => x === null)) continue;
+    const inNames = node.input ?? [];
+    if (!inNames.some((n) => n && needed.has(n))) continue;
+    const base = nodeContext(node, infos);
+    const ctx: VjpContext = {
+      ...base,
+      g,
+      inputs: inNames.map((n) => (n ? { name: n } : null)),
+      outputs: outNames.map((n) => ({ name: n })),
+      output: (j) => infos.get(outNames[j])!,
+      wants: (i) => Boolean(inNames[i] && needed.has(inNames[i])),
+    };
+    const rule = RULES[node.opType ?? '']!;
+    const gxs = g.within('grad', () => rule.vjp!(ctx, gys));
+    inNames.forEach((n, i) => {
+      const gx = gxs[i];
+      if (gx && ctx.wants(i)) accumulate(n, gx);
+    });
+  }
+  return wrt.map((v) => {
+    const grad = grads.get(v.name);
+    if (grad) return grad;
+    const info = infos.get(v.name);
+    if (!info) throw new Error(`autodiff: ${v.name} is not a value of this graph`);
+    return g.op('Expand', [g.float(0), g.ints(info.shape)]);
+  });
+}
