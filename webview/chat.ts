@@ -125,6 +125,7 @@ export function startChat(root: HTMLElement, host: HostApi<ChatToHost, State>): 
 
   function renderStatus(s: ChatStatus): void {
     memoryStatus.textContent = s.memory;
+    memoryStatus.title = s.memory;
     memoryStatus.classList.toggle('updating', s.memoryUpdating);
     const options = s.models.map((m) => {
       const o = el('option', undefined, m.label);

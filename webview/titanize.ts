@@ -66,7 +66,7 @@ export function startTitanize(root: HTMLElement, host: HostApi<TitanizeToHost, u
       chunk: textField('chunk', { value: String(d.chunk), label: LABELS.chunk }),
       semantics: dropdown('semantics', [{ value: 'exact', label: 'exact' }, { value: 'tptt-0.12', label: 'tptt-0.12' }], d.semantics, LABELS.semantics),
       dtype: dropdown('dtype', [{ value: 'fp32', label: 'fp32' }, { value: 'fp16', label: 'fp16' }], d.dtype, LABELS.dtype),
-      crossGate: checkbox('cross-gate', 'Cross gate', d.crossGate),
+      crossGate: checkbox('cross-gate', 'Add the cross gate', d.crossGate),
       adapter: textField('adapter', { value: d.adapter, placeholder: 'none', label: LABELS.adapter }),
     } satisfies Record<SettingsField, ValueControl | CheckControl>;
     const errorsOf = {} as Record<SettingsField, HTMLElement>;
