@@ -66,7 +66,8 @@ function hasGpuDeviceNode(): boolean {
   return list('/dev/dri').some((n) => n.startsWith('renderD')) || list('/dev').some((n) => /^nvidia\d+$/.test(n));
 }
 
-async function createSession(fileFor: (ep: 'cuda' | 'webgpu' | 'cpu') => string, provider: ProviderChoice, threads?: number): Promise<{ session: ort.InferenceSession; report: ProviderReport }> {
+/** Opens a graph on the requested provider (auto: cuda, then webgpu, then cpu), with the reasons for the choice. */
+export async function createSession(fileFor: (ep: 'cuda' | 'webgpu' | 'cpu') => string, provider: ProviderChoice, threads?: number): Promise<{ session: ort.InferenceSession; report: ProviderReport }> {
   const base: ort.InferenceSession.SessionOptions = {
     graphOptimizationLevel: 'all',
     // Native warnings (e.g. shape ops placed on the CPU by design) would clutter the CLI's stderr.
