@@ -9,8 +9,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
-import { Template } from '@huggingface/jinja';
-import { ModelError } from './errors';
+import { Environment, Interpreter, Template } from '@huggingface/jinja';
+import { clip, ModelError } from './errors';
 
 export interface ChatMessage {
   role: string;
@@ -40,6 +40,52 @@ export interface SpecialTokens {
 
 /** Which special tokens templates see, as transformers passes its special_tokens_map. */
 const TEMPLATE_TOKEN_KEYS = ['bos_token', 'eos_token', 'unk_token', 'sep_token', 'pad_token', 'cls_token', 'mask_token'] as const;
+
+/**
+ * A chat template is code from the model folder, run on every question. @huggingface/jinja has no step
+ * limit, and a template of two nested `range(3000)` loops keeps the engine busy for minutes, so while
+ * one of our renders runs, every node evaluated and every loop iteration spends one step of a budget
+ * (real templates take a few thousand; a step of a loop costs up to ~30 µs), and range() builds at most TEMPLATE_RANGE_LIMIT items.
+ */
+export const TEMPLATE_STEP_LIMIT = 50_000;
+export const TEMPLATE_RANGE_LIMIT = 100_000;
+
+class TemplateBudgetError extends Error {}
+let renderSteps: { left: number } | null = null;
+const interpreterMethods = Interpreter.prototype as unknown as Record<'evaluate' | 'evaluateBlock', (...args: unknown[]) => unknown>;
+for (const method of ['evaluate', 'evaluateBlock'] as const) {
+  const original = interpreterMethods[method];
+  interpreterMethods[method] = function (this: Interpreter, ...args: unknown[]) {
+    if (renderSteps && --renderSteps.left < 0) throw new TemplateBudgetError(`exceeded ${TEMPLATE_STEP_LIMIT} steps (a loop that never ends or is far too long)`);
+    return original.apply(this, args);
+  };
+}
+
+// The global range() is declared when a render sets up its environment: ours replaces it then.
+const environmentSet = Environment.prototype.set;
+Environment.prototype.set = function (this: Environment, name: string, value: unknown) {
+  return environmentSet.call(this, name, renderSteps && name === 'range' ? boundedRange : value);
+};
+
+/** jinja's range() with a cap on the list it builds. */
+function boundedRange(start: number, stop?: number, step = 1): number[] {
+  if (stop === undefined) [start, stop] = [0, start];
+  if (![start, stop, step].every((n) => typeof n === 'number' && Number.isFinite(n))) throw new Error('range() takes finite numbers');
+  if (step === 0) throw new Error('range() step must not be zero');
+  const count = Math.max(0, Math.ceil((stop - start) / step));
+  if (count > TEMPLATE_RANGE_LIMIT) throw new TemplateBudgetError(`range() of ${count} items (at most ${TEMPLATE_RANGE_LIMIT})`);
+  return Array.from({ length: count }, (_, i) => start + i * step);
+}
+
+function renderWithBudget(template: Template, variables: Record<string, unknown>): string {
+  const outer = renderSteps;
+  renderSteps = { left: TEMPLATE_STEP_LIMIT };
+  try {
+    return template.render(variables);
+  } finally {
+    renderSteps = outer;
+  }
+}
 
 export class TitanTokenizer {
   readonly specialTokens: SpecialTokens;
@@ -138,7 +184,7 @@ export class TitanTokenizer {
       if (value !== null) variables[key] = value;
     }
     try {
-      return template.compiled.render(variables);
+      return renderWithBudget(template.compiled, variables);
     } catch (e) {
       throw new ModelError(`chat template from ${template.origin} failed to render: ${oneLine(e)}`);
     }
@@ -239,6 +285,10 @@ export function loadTokenizer(dir: string): TitanTokenizer {
   if (modelType !== undefined && !(TOKENIZER_MODEL_TYPES as readonly unknown[]).includes(modelType)) {
     throw new ModelError(`tokenizer.json in ${root}: model type ${JSON.stringify(modelType)} is not supported (${TOKENIZER_MODEL_TYPES.join(', ')})`);
   }
+  const vocab = (tokenizerJson as { model?: { vocab?: unknown } }).model?.vocab;
+  if (vocab !== undefined && (typeof vocab !== 'object' || vocab === null || (modelType === 'Unigram') !== Array.isArray(vocab))) {
+    throw new ModelError(`tokenizer.json in ${root}: "model.vocab" must be ${modelType === 'Unigram' ? 'a list of [piece, score]' : 'an object of token → id'}; re-export it with save_pretrained`);
+  }
   const configFile = path.join(root, 'tokenizer_config.json');
   const configValue = fs.existsSync(configFile) ? readJson(configFile, root) : {};
   if (typeof configValue !== 'object' || configValue === null || Array.isArray(configValue)) {
@@ -253,6 +303,12 @@ export function loadTokenizer(dir: string): TitanTokenizer {
     // file fails at load with the file named rather than midway through a request.
     const probe = tokenizer.encode('Titan 123 héllo\n', { add_special_tokens: true }).ids;
     if (probe.length > 0) tokenizer.decode(probe);
+    // Ids go straight into the model's embedding lookup: a vocabulary entry whose id is not a
+    // non-negative integer (a string, a fraction) would only fail there, far from its cause.
+    if (!probe.every((id) => Number.isSafeInteger(id) && id >= 0)) throw new ModelError(`tokenizer.json in ${root} gives token ids that are not non-negative integers; re-export it with save_pretrained`);
+    for (const [token, id] of tokenizer.get_vocab(true)) {
+      if (!Number.isSafeInteger(id) || id < 0) throw new ModelError(`tokenizer.json in ${root}: token ${clip(JSON.stringify(token))} has id ${clip(String(JSON.stringify(id)))}, not a non-negative integer; re-export it with save_pretrained`);
+    }
   } catch (e) {
     if (e instanceof ModelError) throw e;
     throw new ModelError(`tokenizer.json in ${root} is not a usable Hugging Face tokenizer (${oneLine(e)}); re-export it with save_pretrained`);
