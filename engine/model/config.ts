@@ -3,7 +3,7 @@
 // (`rope_parameters`, `dtype`).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { ModelError } from './errors';
+import { clip, ModelError } from './errors';
 
 export const SUPPORTED_MODEL_TYPES = ['llama', 'mistral', 'qwen2', 'qwen3', 'olmo2'] as const;
 export type ModelType = (typeof SUPPORTED_MODEL_TYPES)[number];
@@ -81,7 +81,7 @@ export function parseModelConfig(rawValue: unknown): ModelConfig {
   const modelType = cfg.model_type;
   if (typeof modelType !== 'string') throw new ModelError('config.json: missing "model_type"');
   if (!(SUPPORTED_MODEL_TYPES as readonly string[]).includes(modelType)) {
-    throw new ModelError(`config.json: model_type "${modelType}" is not supported (supported: ${SUPPORTED_MODEL_TYPES.join(', ')})`);
+    throw new ModelError(`config.json: model_type "${clip(modelType)}" is not supported (supported: ${SUPPORTED_MODEL_TYPES.join(', ')})`);
   }
   const int = (key: string, fallback?: number): number => {
     const v = cfg[key];
@@ -89,7 +89,7 @@ export function parseModelConfig(rawValue: unknown): ModelConfig {
       if (fallback !== undefined) return fallback;
       throw new ModelError(`config.json: missing required field "${key}"`);
     }
-    if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0) throw new ModelError(`config.json: "${key}" must be a positive integer, got ${JSON.stringify(v)}`);
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v <= 0) throw new ModelError(`config.json: "${key}" must be a positive integer, got ${clip(JSON.stringify(v))}`);
     return v;
   };
   const num = (key: string, fallback?: number): number => {
@@ -98,13 +98,13 @@ export function parseModelConfig(rawValue: unknown): ModelConfig {
       if (fallback !== undefined) return fallback;
       throw new ModelError(`config.json: missing required field "${key}"`);
     }
-    if (typeof v !== 'number' || !Number.isFinite(v)) throw new ModelError(`config.json: "${key}" must be a number, got ${JSON.stringify(v)}`);
+    if (typeof v !== 'number' || !Number.isFinite(v)) throw new ModelError(`config.json: "${key}" must be a number, got ${clip(JSON.stringify(v))}`);
     return v;
   };
   const bool = (key: string, fallback: boolean): boolean => {
     const v = cfg[key];
     if (v === undefined || v === null) return fallback;
-    if (typeof v !== 'boolean') throw new ModelError(`config.json: "${key}" must be true or false, got ${JSON.stringify(v)}`);
+    if (typeof v !== 'boolean') throw new ModelError(`config.json: "${key}" must be true or false, got ${clip(JSON.stringify(v))}`);
     return v;
   };
 
@@ -116,7 +116,7 @@ export function parseModelConfig(rawValue: unknown): ModelConfig {
   const headDim = int('head_dim', Math.floor(hiddenSize / numHeads));
   if (headDim % 2 !== 0) throw new ModelError(`config.json: head_dim ${headDim} must be even for rotary embeddings`);
   const act = cfg.hidden_act ?? cfg.hidden_activation ?? 'silu';
-  if (act !== 'silu') throw new ModelError(`config.json: hidden_act "${String(act)}" is not supported (only silu/SwiGLU MLPs)`);
+  if (act !== 'silu') throw new ModelError(`config.json: hidden_act "${clip(String(act))}" is not supported (only silu/SwiGLU MLPs)`);
 
   const attentionBias = bool('attention_bias', false);
   const config: ModelConfig = {
@@ -159,7 +159,7 @@ function parseDType(v: unknown): WeightDType {
     case 'bfloat16':
       return 'bfloat16';
     default:
-      throw new ModelError(`config.json: dtype ${JSON.stringify(v)} is not supported (float32, float16, bfloat16)`);
+      throw new ModelError(`config.json: dtype ${clip(String(JSON.stringify(v)))} is not supported (float32, float16, bfloat16)`);
   }
 }
 
@@ -168,7 +168,7 @@ function parseSlidingWindow(cfg: Record<string, unknown>, modelType: ModelType):
   if (w === undefined || w === null) return null;
   // Qwen2/3 configs carry a sliding_window that is only used when use_sliding_window is true.
   if ((modelType === 'qwen2' || modelType === 'qwen3') && cfg.use_sliding_window !== true) return null;
-  if (typeof w !== 'number' || !Number.isInteger(w) || w <= 0) throw new ModelError(`config.json: "sliding_window" must be a positive integer or null, got ${JSON.stringify(w)}`);
+  if (typeof w !== 'number' || !Number.isInteger(w) || w <= 0) throw new ModelError(`config.json: "sliding_window" must be a positive integer or null, got ${clip(JSON.stringify(w))}`);
   return w;
 }
 
@@ -177,7 +177,7 @@ function parseRope(cfg: Record<string, unknown>): RopeConfig {
   const params = (cfg.rope_parameters ?? cfg.rope_scaling ?? null) as Record<string, unknown> | null;
   if (params !== null && (typeof params !== 'object' || Array.isArray(params))) throw new ModelError('config.json: "rope_scaling"/"rope_parameters" must be an object or null');
   const thetaValue = params?.rope_theta ?? cfg.rope_theta ?? 10000;
-  if (typeof thetaValue !== 'number' || !(thetaValue > 0)) throw new ModelError(`config.json: rope_theta must be a positive number, got ${JSON.stringify(thetaValue)}`);
+  if (typeof thetaValue !== 'number' || !(thetaValue > 0)) throw new ModelError(`config.json: rope_theta must be a positive number, got ${clip(JSON.stringify(thetaValue))}`);
   const theta = thetaValue;
   const type = (params?.rope_type ?? params?.type ?? 'default') as string;
   const pnum = (key: string, fallback?: number): number => {
@@ -186,7 +186,7 @@ function parseRope(cfg: Record<string, unknown>): RopeConfig {
       if (fallback !== undefined) return fallback;
       throw new ModelError(`config.json: rope ${type} scaling needs "${key}"`);
     }
-    if (typeof v !== 'number' || !(v > 0)) throw new ModelError(`config.json: rope scaling "${key}" must be a positive number, got ${JSON.stringify(v)}`);
+    if (typeof v !== 'number' || !(v > 0)) throw new ModelError(`config.json: rope scaling "${key}" must be a positive number, got ${clip(JSON.stringify(v))}`);
     return v;
   };
   switch (type) {
@@ -204,7 +204,7 @@ function parseRope(cfg: Record<string, unknown>): RopeConfig {
         originalMaxPositionEmbeddings: pnum('original_max_position_embeddings'),
       };
     default:
-      throw new ModelError(`config.json: rope type "${type}" is not supported (default, linear, llama3)`);
+      throw new ModelError(`config.json: rope type "${clip(String(type))}" is not supported (default, linear, llama3)`);
   }
 }
 

@@ -7,7 +7,7 @@
 // on demand with positional reads: a multi-GB checkpoint never sits in the JS heap.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { ModelError } from './errors';
+import { clip, ModelError } from './errors';
 
 export type SafetensorsDType = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
 
@@ -72,30 +72,51 @@ export function readSafetensorsHeader(file: string): TensorInfo[] {
 }
 
 function validateEntry(display: string, file: string, name: string, raw: unknown, dataStart: number, dataSize: number): TensorInfo {
-  const where = `${display}: tensor ${name}`;
+  const where = `${display}: tensor ${clip(name)}`;
   if (typeof raw !== 'object' || raw === null) throw new ModelError(`${where}: entry is not an object`);
   const { dtype, shape, data_offsets: offsets } = raw as Record<string, unknown>;
-  if (typeof dtype !== 'string' || !(dtype in DTYPE_BYTES)) throw new ModelError(`${where}: unknown dtype ${JSON.stringify(dtype)} (supported: ${Object.keys(DTYPE_BYTES).join(', ')})`);
-  if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) throw new ModelError(`${where}: shape ${JSON.stringify(shape)} is not a list of non-negative integers`);
+  if (typeof dtype !== 'string' || !(dtype in DTYPE_BYTES)) throw new ModelError(`${where}: unknown dtype ${clip(String(JSON.stringify(dtype)))} (supported: ${Object.keys(DTYPE_BYTES).join(', ')})`);
+  if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) throw new ModelError(`${where}: shape ${clip(String(JSON.stringify(shape)))} is not a list of non-negative integers`);
   if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every((o) => Number.isSafeInteger(o) && o >= 0) || offsets[0] > offsets[1]) {
-    throw new ModelError(`${where}: data_offsets ${JSON.stringify(offsets)} are not [begin, end]`);
+    throw new ModelError(`${where}: data_offsets ${clip(String(JSON.stringify(offsets)))} are not [begin, end]`);
   }
   const [begin, end] = offsets as [number, number];
   if (end > dataSize) throw new ModelError(`${where}: data_offsets [${begin}, ${end}] exceed the file's data (${dataSize} bytes; file truncated or header corrupt)`);
   const elements = (shape as number[]).reduce((a, b) => a * b, 1);
   const expected = elements * DTYPE_BYTES[dtype as SafetensorsDType];
-  if (end - begin !== expected) throw new ModelError(`${where}: holds ${end - begin} bytes but ${dtype}${JSON.stringify(shape)} needs ${expected}`);
+  if (end - begin !== expected) throw new ModelError(`${where}: holds ${end - begin} bytes but ${dtype}${clip(JSON.stringify(shape))} needs ${expected}`);
   return { name, dtype: dtype as SafetensorsDType, shape: shape as number[], file, byteOffset: dataStart + begin, byteLength: expected };
 }
 
-/** Resolves `rel` inside `dir`, refusing anything that would leave it (absolute paths, `..`). */
+/**
+ * Resolves `rel` inside `dir`, refusing anything that would leave it: absolute paths, `..`, and
+ * symbolic links whose target lies outside the folder. One exception keeps the Hugging Face cache
+ * working: in `<repo>/snapshots/<revision>/`, files are links into `<repo>/blobs/`.
+ */
 export function resolveInside(dir: string, rel: string, what: string): string {
   if (typeof rel !== 'string' || rel.length === 0) throw new ModelError(`${what}: empty file name`);
-  if (path.isAbsolute(rel) || rel.includes('\0')) throw new ModelError(`${what}: points at ${rel}, an absolute path outside the model folder`);
+  if (path.isAbsolute(rel) || rel.includes('\0')) throw new ModelError(`${what}: points at ${clip(rel)}, an absolute path outside the model folder`);
   const root = path.resolve(dir);
   const full = path.resolve(root, rel);
-  if (full !== root && !full.startsWith(root + path.sep)) throw new ModelError(`${what}: points at ${rel} outside the model folder`);
+  if (full !== root && !full.startsWith(root + path.sep)) throw new ModelError(`${what}: points at ${clip(rel)} outside the model folder`);
+  checkLinkTarget(root, full, what);
   return full;
+}
+
+/** Refuses `file` (inside `root`) when it is, or passes through, a symbolic link that resolves outside `root`. */
+function checkLinkTarget(root: string, file: string, what: string): void {
+  let real: string;
+  let realRoot: string;
+  try {
+    real = fs.realpathSync(file);
+    realRoot = fs.realpathSync(root);
+  } catch {
+    return; // missing: reported where it is opened
+  }
+  if (real.startsWith(realRoot + path.sep)) return;
+  const snapshots = path.dirname(realRoot);
+  if (path.basename(snapshots) === 'snapshots' && real.startsWith(path.join(path.dirname(snapshots), 'blobs') + path.sep)) return;
+  throw new ModelError(`${what}: ${clip(path.relative(root, file))} is a symbolic link to ${clip(real)}, outside the model folder ${root}`);
 }
 
 /**
@@ -127,21 +148,22 @@ export class Checkpoint {
       if (typeof weightMap !== 'object' || weightMap === null || Array.isArray(weightMap)) throw new ModelError('model.safetensors.index.json: missing "weight_map" object');
       const byShard = new Map<string, string[]>();
       for (const [name, shard] of Object.entries(weightMap as Record<string, unknown>)) {
-        if (typeof shard !== 'string') throw new ModelError(`model.safetensors.index.json: entry for ${name} is not a file name`);
-        const full = resolveInside(root, shard, `model.safetensors.index.json entry for ${name}`);
+        if (typeof shard !== 'string') throw new ModelError(`model.safetensors.index.json: entry for ${clip(name)} is not a file name`);
+        const full = resolveInside(root, shard, `model.safetensors.index.json entry for ${clip(name)}`);
         if (!byShard.has(full)) byShard.set(full, []);
         byShard.get(full)!.push(name);
       }
       for (const [full, names] of byShard) {
-        if (!fs.existsSync(full)) throw new ModelError(`model.safetensors.index.json points at ${path.relative(root, full)}, which is missing from ${root}`);
+        if (!fs.existsSync(full)) throw new ModelError(`model.safetensors.index.json points at ${clip(path.relative(root, full))}, which is missing from ${root}`);
         const infos = new Map(readSafetensorsHeader(full).map((t) => [t.name, t]));
         for (const name of names) {
           const info = infos.get(name);
-          if (!info) throw new ModelError(`model.safetensors.index.json says ${name} is in ${path.basename(full)}, but that shard has no such tensor`);
+          if (!info) throw new ModelError(`model.safetensors.index.json says ${clip(name)} is in ${path.basename(full)}, but that shard has no such tensor`);
           tensors.set(name, info);
         }
       }
     } else if (fs.existsSync(single)) {
+      checkLinkTarget(root, single, 'model.safetensors');
       for (const t of readSafetensorsHeader(single)) tensors.set(t.name, t);
     } else {
       throw new ModelError(`${root}: no model.safetensors or model.safetensors.index.json (only safetensors checkpoints are read; .bin/pickle files are never loaded)`);
@@ -160,7 +182,7 @@ export class Checkpoint {
 
   info(name: string): TensorInfo {
     const t = this.tensors.get(name);
-    if (!t) throw new ModelError(`checkpoint ${this.dir} has no tensor ${name}`);
+    if (!t) throw new ModelError(`checkpoint ${this.dir} has no tensor ${clip(name)}`);
     return t;
   }
 
@@ -176,7 +198,7 @@ export class Checkpoint {
     let done = 0;
     while (done < t.byteLength) {
       const n = fs.readSync(fd, buf, done, t.byteLength - done, t.byteOffset + done);
-      if (n === 0) throw new ModelError(`${path.basename(t.file)}: tensor ${name} ends early (file truncated while reading)`);
+      if (n === 0) throw new ModelError(`${path.basename(t.file)}: tensor ${clip(name)} ends early (file truncated while reading)`);
       done += n;
     }
     return buf;
@@ -186,7 +208,7 @@ export class Checkpoint {
   readFloat32(name: string): Float32Array {
     const t = this.info(name);
     const bytes = this.readBytes(name);
-    return toFloat32(bytes, t.dtype, `${path.basename(t.file)}: tensor ${name}`);
+    return toFloat32(bytes, t.dtype, `${path.basename(t.file)}: tensor ${clip(name)}`);
   }
 
   close(): void {

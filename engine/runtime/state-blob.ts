@@ -4,7 +4,7 @@
 //   "TITANST1" · u32 header length · JSON header {version, position, packageKey, tensors:[{name,dims,offset,length}]}
 //   · float32 tensor data · sha256 of all preceding bytes (32 bytes)
 import * as crypto from 'node:crypto';
-import { ModelError } from '../model/errors';
+import { clip, ModelError } from '../model/errors';
 
 const MAGIC = Buffer.from('TITANST1', 'ascii');
 export const STATE_BLOB_VERSION = 1;
@@ -64,15 +64,15 @@ export function decodeState(blob: Uint8Array, expectedPackageKey?: string): Stat
   const tensors = header.tensors.map((raw: unknown) => {
     const e = raw as { name?: unknown; dims?: unknown; dtype?: unknown; offset?: unknown; length?: unknown };
     const dtype = (e.dtype ?? 'float32') as StateTensor['dtype'];
-    if (dtype !== 'float32' && dtype !== 'float16') throw new ModelError(`state blob: tensor ${String(e.name)} has unsupported dtype ${JSON.stringify(dtype)}`);
+    if (dtype !== 'float32' && dtype !== 'float16') throw new ModelError(`state blob: tensor ${clip(String(e.name))} has unsupported dtype ${clip(String(JSON.stringify(dtype)))}`);
     if (typeof e.name !== 'string' || !Array.isArray(e.dims) || !e.dims.every((d) => Number.isSafeInteger(d) && d >= 0)) throw new ModelError('state blob: bad tensor entry');
     const dims = e.dims as number[];
     const offset = e.offset;
     const length = e.length;
     if (typeof offset !== 'number' || typeof length !== 'number' || !Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || offset % ELEMENT_BYTES[dtype] !== 0 || offset + length > dataLen) {
-      throw new ModelError(`state blob: tensor ${e.name} lies outside the blob`);
+      throw new ModelError(`state blob: tensor ${clip(e.name)} lies outside the blob`);
     }
-    if (dims.reduce((a, b) => a * b, 1) * ELEMENT_BYTES[dtype] !== length) throw new ModelError(`state blob: tensor ${e.name} size does not match its dims`);
+    if (dims.reduce((a, b) => a * b, 1) * ELEMENT_BYTES[dtype] !== length) throw new ModelError(`state blob: tensor ${clip(e.name)} size does not match its dims`);
     const copy = dtype === 'float32' ? new Float32Array(length / 4) : new Uint16Array(length / 2);
     new Uint8Array(copy.buffer).set(body.subarray(dataStart + offset, dataStart + offset + length));
     return { name: e.name, dims, dtype, data: copy };
