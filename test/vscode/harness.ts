@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as esbuild from 'esbuild';
-import { chromium, type Browser, type BrowserContext, type FrameLocator, type Page } from 'playwright-core';
+import { chromium, type Browser, type BrowserContext, type Frame, type FrameLocator, type Page } from 'playwright-core';
 import { startServer, vscodeTestPaths, workbenchUrl, type ServerHandle } from '../../scripts/vscode-server.mjs';
 
 export const repoRoot = path.resolve(__dirname, '..', '..');
@@ -45,12 +45,27 @@ export async function buildSuiteBundle(): Promise<string> {
   return suiteBundle;
 }
 
-/** A fresh output folder for one session: test-output/vscode/<name>/. */
+/**
+ * A fresh output folder for one session: test-output/vscode/<name>/, or <name>-<pid>/ while another live
+ * process still owns <name>/ (two runs in one working tree must not delete each other's servers' data).
+ */
 export function sessionDir(name: string): string {
-  const dir = path.join(outputRoot, name);
+  let dir = path.join(outputRoot, name);
+  const owner = Number(fs.existsSync(path.join(dir, 'owner.pid')) ? fs.readFileSync(path.join(dir, 'owner.pid'), 'utf8') : 0);
+  if (owner && owner !== process.pid && processAlive(owner)) dir = `${dir}-${process.pid}`;
   fs.rmSync(dir, { recursive: true, force: true });
   fs.mkdirSync(dir, { recursive: true });
+  fs.writeFileSync(path.join(dir, 'owner.pid'), String(process.pid));
   return dir;
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** Copies the fixture workspace into dir/workspace (tests edit it) and adds `extraFiles` (path → text). */
@@ -198,18 +213,30 @@ export class VscodeSession {
     return this.page.frameLocator(outer).frameLocator('iframe#active-frame');
   }
 
-  /** The content frame of the webview that contains `selector` (several webviews may be ready at once). */
-  async webviewWith(selector: string, timeoutMs = 60_000): Promise<FrameLocator> {
+  /**
+   * The content frame of the webview that contains `selector`. A Frame, not a FrameLocator by index: it
+   * stays the same frame while other webviews open and close around it.
+   */
+  async webviewWith(selector: string, timeoutMs = 60_000): Promise<Frame> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
-      const count = await this.page.locator('iframe.webview.ready').count();
-      for (let i = 0; i < count; i++) {
-        const frame = this.page.frameLocator('iframe.webview.ready').nth(i).frameLocator('iframe#active-frame');
+      for (const frame of this.page.frames()) {
+        if (frame === this.page.mainFrame() || frame.isDetached()) continue;
         if ((await frame.locator(selector).count().catch(() => 0)) > 0) return frame;
       }
-      if (Date.now() > deadline) throw new Error(`no ready webview contains ${selector} after ${timeoutMs / 1000} s (${count} ready webviews)`);
+      if (Date.now() > deadline) throw new Error(`no webview contains ${selector} after ${timeoutMs / 1000} s (${this.page.frames().length - 1} frames)`);
       await this.page.waitForTimeout(500);
     }
+  }
+
+  /** Pids of the engine processes (dist/engine/server.js) in this server's process group. */
+  enginePids(): number[] {
+    const ps = spawnSync('ps', ['-eo', 'pid=,pgid=,args='], { encoding: 'utf8' });
+    return ps.stdout
+      .split('\n')
+      .map((l) => /^\s*(\d+)\s+(\d+)\s+(.*)$/.exec(l))
+      .filter((m): m is RegExpExecArray => !!m && Number(m[2]) === this.server.pid && /engine[/\\]server\.js/.test(m[3]))
+      .map((m) => Number(m[1]));
   }
 
   async screenshot(file: string): Promise<string> {
@@ -254,6 +281,7 @@ export interface MochaTestResult {
   state: 'passed' | 'failed' | 'pending';
   durationMs: number;
   error?: string;
+  notes?: string[];
 }
 export interface MochaResults {
   tests: MochaTestResult[];

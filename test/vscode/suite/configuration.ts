@@ -2,7 +2,7 @@
 // settings are read, and a change reaches the engine (memory.exclude reconfigures the memory).
 import * as assert from 'node:assert/strict';
 import * as vscode from 'vscode';
-import { EXTENSION_ID, activeExtension, engineInfo, waitFor } from './util';
+import { EXTENSION_ID, activeExtension, engineInfo, note, waitFor } from './util';
 
 const CONTRACT_SETTINGS = [
   'titan.executionProvider',
@@ -67,6 +67,7 @@ suite('configuration', () => {
         500,
       );
       assert.ok(excluded.memory!.files >= 1, 'files outside src/ stay in the memory');
+      note(`memory.exclude ["src/**"]: ${before.memory!.files} → ${excluded.memory!.files} files`);
     } finally {
       await cfg().update('memory.exclude', undefined, vscode.ConfigurationTarget.Workspace);
     }

@@ -2,7 +2,7 @@
 // after it is killed (titan.debug.killEngine sends SIGKILL, as a crash would).
 import * as assert from 'node:assert/strict';
 import * as vscode from 'vscode';
-import { activeExtension, engineInfo, waitFor } from './util';
+import { activeExtension, engineInfo, note, waitFor } from './util';
 
 function alive(pid: number): boolean {
   try {
@@ -24,11 +24,13 @@ suite('engine', () => {
     assert.notEqual(info.pid, process.pid, 'the engine runs in its own process, not in the extension host');
     assert.match(String(info.model), /code-llama-19m/);
     assert.equal(info.provider, 'cpu');
+    note(`engine pid ${info.pid}, model ${info.model}, provider ${info.provider}`);
   });
 
   test('titan.debug.killEngine: the engine restarts with a new pid and the restart is counted', async function () {
     this.timeout(180_000);
     const before = await waitFor('a running engine', engineInfo, (i) => typeof i.pid === 'number' && !!i.model, 120_000, 500);
+    const killedAt = Date.now();
     await vscode.commands.executeCommand('titan.debug.killEngine');
     await waitFor(`pid ${before.pid} to exit`, () => alive(before.pid!), (a) => !a, 10_000, 100);
     const after = await waitFor(
@@ -39,5 +41,6 @@ suite('engine', () => {
       500,
     );
     assert.ok(alive(after.pid!), `the new engine pid ${after.pid} is not alive`);
+    note(`killed pid ${before.pid}; pid ${after.pid} running with the model ${((Date.now() - killedAt) / 1000).toFixed(1)} s later (restarts ${before.restarts} → ${after.restarts})`);
   });
 });

@@ -3,6 +3,7 @@
 // and writes every test's result to $TITAN_E2E_RESULTS for the node:test file that launched it.
 import * as fs from 'node:fs';
 import Mocha from 'mocha';
+import { currentNotes } from './util';
 
 interface Result {
   title: string;
@@ -10,6 +11,7 @@ interface Result {
   state: 'passed' | 'failed' | 'pending';
   durationMs: number;
   error?: string;
+  notes?: string[];
 }
 
 export async function run(): Promise<void> {
@@ -25,8 +27,17 @@ export async function run(): Promise<void> {
 
   const started = Date.now();
   const results: Result[] = [];
-  const add = (t: Mocha.Test, state: Result['state'], err?: Error) =>
-    results.push({ title: t.title, fullTitle: t.fullTitle(), state, durationMs: t.duration ?? 0, ...(err ? { error: `${err.message}\n${err.stack ?? ''}`.slice(0, 4000) } : {}) });
+  const add = (t: Mocha.Test, state: Result['state'], err?: Error) => {
+    const notes = currentNotes.splice(0);
+    results.push({
+      title: t.title,
+      fullTitle: t.fullTitle(),
+      state,
+      durationMs: t.duration ?? 0,
+      ...(err ? { error: `${err.message}\n${err.stack ?? ''}`.slice(0, 4000) } : {}),
+      ...(notes.length ? { notes } : {}),
+    });
+  };
   await new Promise<void>((resolve, reject) => {
     const runner = mocha.run((failures) => {
       const file = process.env.TITAN_E2E_RESULTS;
@@ -43,6 +54,7 @@ export async function run(): Promise<void> {
       if (failures > 0) reject(new Error(`${failures} extension-host test(s) failed`));
       else resolve();
     });
+    runner.on('test', () => void currentNotes.splice(0));
     runner.on('pass', (t) => add(t, 'passed'));
     runner.on('fail', (t, err) => {
       // Hook failures arrive as the hook ("before all" …), reported as a failed test of that name.

@@ -3,7 +3,7 @@
 import * as assert from 'node:assert/strict';
 import * as vscode from 'vscode';
 import { compactCount } from '../../../extension/status-text';
-import { activeExtension, engineInfo, waitFor, workspaceRoot } from './util';
+import { activeExtension, engineInfo, note, waitFor, workspaceRoot } from './util';
 
 suite('memory', () => {
   suiteSetup(async function () {
@@ -17,6 +17,7 @@ suite('memory', () => {
     const files = (await vscode.workspace.findFiles('**/*.{ts,md}')).length;
     assert.ok(info.memory!.files >= files, `the memory holds ${info.memory!.files} files, the workspace has ${files} .ts/.md files`);
     assert.ok(info.memory!.position > 0, 'the memory has no tokens');
+    note(`memory: ${info.memory!.position} tokens, ${info.memory!.files} files; status bar "${info.statusBar}"`);
   });
 
   test('saving an edited file updates the memory incrementally', async function () {
@@ -48,6 +49,7 @@ suite('memory', () => {
     edit.insert(uri, doc.positionAt(doc.getText().length), addition);
     assert.ok(await vscode.workspace.applyEdit(edit), 'the edit was not applied');
     assert.ok(await doc.save(), 'the document was not saved');
+    const savedAt = Date.now();
     const after = await waitFor(
       `the memory to take in the edit (position ${before.memory!.position})`,
       engineInfo,
@@ -61,6 +63,7 @@ suite('memory', () => {
     const shown = `${compactCount(after.memory!.position)} tok`;
     assert.notEqual(after.statusBar, before.statusBar, 'the status bar text did not change');
     assert.ok(after.statusBar.includes(shown) && /fresh/.test(after.statusBar), `the status bar should show "${shown} · fresh": ${after.statusBar}`);
+    note(`saved → fresh memory in ${((Date.now() - savedAt) / 1000).toFixed(1)} s: ${before.memory!.position} → ${after.memory!.position} tokens; status bar "${before.statusBar}" → "${after.statusBar}"`);
   });
 
   test('a new file is added to the memory', async function () {

@@ -29,6 +29,12 @@ export function engineInfo(): Promise<EngineInfo> {
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
+/** Notes for the current test (figures, messages), reported by the node:test side as diagnostics. */
+export const currentNotes: string[] = [];
+export function note(text: string): void {
+  currentNotes.push(text);
+}
+
 /**
  * Polls `probe` until it returns a value for which `ok` holds; throws with the last value after `timeoutMs`.
  * Every wait in the suites goes through here, so none can hang past Mocha's own timeout either.
