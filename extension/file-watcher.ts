@@ -43,6 +43,8 @@ export class FileWatcher implements vscode.Disposable {
   }
 
   private onEvent(uri: vscode.Uri, kind: 'created' | 'changed' | 'deleted'): void {
+    // titan.memory.autoBuild off: the memory changes only when the user asks (Rebuild Workspace Memory).
+    if (!this.ctx.config.autoBuild) return;
     if (uri.scheme !== 'file' || !this.filter?.accepts(uri.fsPath)) return;
     this.batcher.add(uri.fsPath, kind);
   }
