@@ -204,6 +204,7 @@ export function writePackage(sourceDir: string, outDir: string, options: WriteOp
     }
 
     const target = path.resolve(outDir);
+    removeStaleSiblings(target);
     const tmp = `${target}.tmp-${process.pid}-${Date.now()}`;
     fs.mkdirSync(tmp, { recursive: true });
     try {
@@ -283,14 +284,18 @@ export function writePackage(sourceDir: string, outDir: string, options: WriteOp
         tokenizerFiles,
       };
       fs.writeFileSync(path.join(tmp, MANIFEST_FILE), JSON.stringify(manifest, null, 2) + '\n');
-      // Swap into place: the old package (if any) is removed only once the new one is complete.
+      // Swap into place: the old package (if any) is moved aside only once the new one is complete,
+      // and deleted after the rename, so a kill at any moment leaves a whole package or none.
+      let old: string | null = null;
       if (fs.existsSync(target)) {
         if (!fs.existsSync(path.join(target, MANIFEST_FILE)) && fs.readdirSync(target).length > 0) {
           throw new ModelError(`${target} exists and is not a Titan package; choose an empty or new --out folder`);
         }
-        fs.rmSync(target, { recursive: true, force: true });
+        old = `${target}.old-${process.pid}-${Date.now()}`;
+        fs.renameSync(target, old);
       }
       fs.renameSync(tmp, target);
+      if (old) fs.rmSync(old, { recursive: true, force: true });
       return { dir: target, manifest, config };
     } catch (e) {
       fs.rmSync(tmp, { recursive: true, force: true });
@@ -298,5 +303,34 @@ export function writePackage(sourceDir: string, outDir: string, options: WriteOp
     }
   } finally {
     ck.close();
+  }
+}
+
+/**
+ * Temporary siblings (`<out>.tmp-<pid>-<time>`, `<out>.old-<pid>-<time>`) of conversions whose process
+ * is gone (killed, crashed): removed before a new conversion into the same folder.
+ */
+function removeStaleSiblings(target: string): void {
+  const dir = path.dirname(target);
+  const pattern = new RegExp(`^${path.basename(target).replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\.(?:tmp|old)-(\\d+)-\\d+$`);
+  let names: string[];
+  try {
+    names = fs.readdirSync(dir);
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    const pid = Number(pattern.exec(name)?.[1]);
+    if (!pid || pid === process.pid || processRuns(pid)) continue;
+    fs.rmSync(path.join(dir, name), { recursive: true, force: true });
+  }
+}
+
+function processRuns(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
