@@ -24,8 +24,10 @@ let n = 0;
 
 before(async () => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'titan-memory-'));
-  pkg = await tinyTitanPackage(path.join(tmp, 'model'));
-  pkgLegacy = await tinyTitanPackage(path.join(tmp, 'model-legacy'), { semantics: 'tptt-0.12' });
+  // The smallest generated model: these tests are about the stream and the storage, not the weights
+  // (the kill test runs a 2-layer model, the question tests the demo model).
+  pkg = await tinyTitanPackage(path.join(tmp, 'model'), { max_chunk_size: 32 }, { minimal: true });
+  pkgLegacy = await tinyTitanPackage(path.join(tmp, 'model-legacy'), { max_chunk_size: 32, semantics: 'tptt-0.12' }, { minimal: true });
 });
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
