@@ -144,7 +144,8 @@ export class EngineClient implements vscode.Disposable {
       },
       (e: Error) => {
         this.starting = null;
-        for (const w of this.waitingForRestart.splice(0)) w.reject(e);
+        // With another attempt scheduled, those waiting keep waiting for it.
+        if (this._state !== 'restarting') for (const w of this.waitingForRestart.splice(0)) w.reject(e);
       },
     );
     return p;
@@ -194,6 +195,8 @@ export class EngineClient implements vscode.Disposable {
     } catch (e) {
       log.error(`engine: initialize failed: ${(e as Error).message}`);
       child.kill('SIGKILL');
+      // A process that cannot start counts as a crash: retried with backoff, then given up on.
+      this.crashed(`it failed to start: ${(e as Error).message}`);
       throw e;
     }
     this.proc = proc;
@@ -237,9 +240,19 @@ export class EngineClient implements vscode.Disposable {
       this.setState('stopped');
       return;
     }
+    this.options.log.error(`engine: exited unexpectedly (${this.lastExit})`);
+    this.crashed(this.lastExit);
+  }
+
+  /** Counts a crash and restarts after a backoff delay, or gives up after too many. */
+  private crashed(reason: string): void {
+    if (this.stopping || this.disposed) {
+      this.setState('stopped');
+      return;
+    }
+    this.lastExit = reason;
     const now = Date.now();
     this.crashes = [...this.crashes.filter((t) => now - t < CRASH_WINDOW_MS), now];
-    this.options.log.error(`engine: exited unexpectedly (${this.lastExit})`);
     if (this.crashes.length > MAX_CRASHES) {
       this.setState('failed');
       for (const w of this.waitingForRestart.splice(0)) w.reject(new EngineNotRunningError(`the Titan engine crashed ${this.crashes.length} times in a few minutes; it stays stopped`));
