@@ -328,6 +328,27 @@ describe('damaged storage', () => {
   });
 });
 
+describe('storage shared by several memories', () => {
+  it('evicts other memories over the cap, least recently updated first, but never one in use', async () => {
+    const { ws, storage } = fresh('evict');
+    writeSyntheticWorkspace(ws, { count: 8, lines: 30 });
+    const other = fresh('evict-other').ws;
+    writeSyntheticWorkspace(other, { count: 8, lines: 30 });
+    const a = await build({ packageDir: pkg, workspaces: [other], storageDir: storage, checkpointEveryTokens: 512 });
+    const dirA = a.storage;
+    const cap = a.checkpointBytes - 1;
+    // Opening another memory while A is open leaves A alone.
+    await withMemory({ packageDir: pkg, workspaces: [other], storageDir: storage }, async () => {
+      await build({ packageDir: pkgLegacy, workspaces: [ws], storageDir: storage, storageCapBytes: cap });
+      assert.ok(fs.existsSync(dirA));
+    });
+    const b = await build({ packageDir: pkgLegacy, workspaces: [ws], storageDir: storage, storageCapBytes: cap });
+    assert.ok(!fs.existsSync(dirA), 'the other memory should have been evicted');
+    assert.ok(fs.existsSync(b.storage));
+    assert.equal(b.tokensReread, 0);
+  });
+});
+
 describe('bad input', () => {
   it('reads a workspace of binary blobs, huge one-line files, broken links, FIFOs and non-UTF-8 text, explaining every skip', async () => {
     const { ws, storage } = fresh('bad');
