@@ -27,17 +27,23 @@ export interface StateSnapshot {
 }
 
 export function encodeState(s: StateSnapshot): Buffer {
+  // Each tensor starts at a multiple of its element size (decodeState requires it): a float16 tensor
+  // of odd length is followed by two bytes of padding before a float32 one.
   let offset = 0;
+  const parts: Buffer[] = [];
   const entries = s.tensors.map((t) => {
+    const pad = (ELEMENT_BYTES[t.dtype] - (offset % ELEMENT_BYTES[t.dtype])) % ELEMENT_BYTES[t.dtype];
+    if (pad) parts.push(Buffer.alloc(pad));
+    offset += pad;
     const e = { name: t.name, dims: t.dims, dtype: t.dtype, offset, length: t.data.byteLength };
+    parts.push(Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength));
     offset += t.data.byteLength;
     return e;
   });
   const header = Buffer.from(JSON.stringify({ version: STATE_BLOB_VERSION, position: s.position, packageKey: s.packageKey, tensors: entries }), 'utf8');
   const len = Buffer.alloc(4);
   len.writeUInt32LE(header.length, 0);
-  const parts = [MAGIC, len, header, ...s.tensors.map((t) => Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength))];
-  const body = Buffer.concat(parts);
+  const body = Buffer.concat([MAGIC, len, header, ...parts]);
   return Buffer.concat([body, crypto.createHash('sha256').update(body).digest()]);
 }
 
