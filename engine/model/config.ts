@@ -58,7 +58,7 @@ export function readJsonFile(file: string, what: string): unknown {
   try {
     return JSON.parse(text);
   } catch (e) {
-    throw new ModelError(`${what}: ${file} is not valid JSON (${(e as Error).message})`);
+    throw new ModelError(`${what}: ${file} is not valid JSON (${clip((e as Error).message.replace(/\s+/g, ' '), 200)})`);
   }
 }
 

@@ -142,7 +142,7 @@ export class Checkpoint {
       try {
         index = JSON.parse(fs.readFileSync(indexPath, 'utf8'));
       } catch (e) {
-        throw new ModelError(`model.safetensors.index.json: not valid JSON (${(e as Error).message})`);
+        throw new ModelError(`model.safetensors.index.json: not valid JSON (${clip((e as Error).message.replace(/\s+/g, ' '), 200)})`);
       }
       const weightMap = (index as { weight_map?: unknown } | null)?.weight_map;
       if (typeof weightMap !== 'object' || weightMap === null || Array.isArray(weightMap)) throw new ModelError('model.safetensors.index.json: missing "weight_map" object');
