@@ -90,6 +90,17 @@ class Operations {
     }
   }
 
+  /** Aborts the operations of one kind (e.g. the answers running on a session about to close). */
+  abortKind(kind: string): number {
+    let n = 0;
+    for (const op of this.running.values()) {
+      if (op.kind !== kind) continue;
+      op.ctrl.abort(new CancelledError());
+      n++;
+    }
+    return n;
+  }
+
   abortAll(): number {
     for (const op of this.running.values()) op.ctrl.abort(new CancelledError());
     return this.running.size;
@@ -213,6 +224,9 @@ export class EngineServer {
           const old = this.session;
           this.session = null;
           if (old) {
+            // Answers and updates on the old model end as cancelled, not as errors of a closed model.
+            this.ops.abortKind('ask');
+            this.ops.abortKind('memory');
             old.memory?.cancelAll();
             await old.close();
           }
