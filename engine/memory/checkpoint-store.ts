@@ -290,8 +290,14 @@ export class CheckpointStore {
     return entry;
   }
 
-  /** Records a finished update whose last checkpoint already is the end of the stream. */
+  /**
+   * Records a finished update whose last checkpoint already is the end of the stream. Nothing is
+   * written when the manifest says so already: an update that found no change leaves the folder as
+   * it was (a file watcher on a workspace holding the storage folder must not see a write).
+   */
   async markComplete(chain: readonly ChainFile[]): Promise<void> {
+    const same = this.m.complete && this.m.files.length === chain.length && sharedPrefix(this.m.files, chain) === chain.length;
+    if (same) return;
     this.m.files = chain.map((f) => ({ ...f }));
     this.m.complete = true;
     this.m.lastUpdate = new Date().toISOString();

@@ -168,6 +168,8 @@ export class WorkspaceMemory {
   private memoryBlob: Uint8Array | null = null;
   private memoryPosition = 0;
   private fresh = false;
+  /** When an update last confirmed the memory (an update without changes writes nothing). */
+  private lastUpdate: string | null = null;
   private ingesting = false;
   /** Whether the model holds an update's state between its segments (set and read in model turns). */
   private modelHoldsIngestion = false;
@@ -186,6 +188,8 @@ export class WorkspaceMemory {
     private readonly segmentSize: number,
     private readonly window: number,
     private readonly tptt: { chunk: number; semantics: string | undefined },
+    /** The storage folder and the package folder. */
+    private readonly ownDirs: string[],
   ) {}
 
   static async open(options: MemoryOptions): Promise<WorkspaceMemory> {
@@ -233,7 +237,7 @@ export class WorkspaceMemory {
       const memoryDir = path.join(storageDir, `${slug}-${hashOf(model.packageKey, ...roots).slice(0, 12)}`);
       await prepareStorage(storageDir);
       store = await CheckpointStore.open(memoryDir, { streamKey: key, packageKey: model.packageKey, workspaces: roots, minSpacing: checkpointEvery, capBytes });
-      const memory = new WorkspaceMemory({ ...options, checkpointEveryTokens: checkpointEvery, storageCapBytes: capBytes }, folders, model, tokenizer, store, segmentSize, pkg.manifest.window, { chunk, semantics: tptt?.semantics });
+      const memory = new WorkspaceMemory({ ...options, checkpointEveryTokens: checkpointEvery, storageCapBytes: capBytes }, folders, model, tokenizer, store, segmentSize, pkg.manifest.window, { chunk, semantics: tptt?.semantics }, [storageDir, packageDir]);
       // Reopening restores the newest checkpoint at once; update() then checks it against the files.
       const newest = await store.newestLoadable();
       if (newest) {
@@ -324,6 +328,7 @@ export class WorkspaceMemory {
         };
         if (outcome.cancelled) throw new UpdateCancelledError(stats);
         this.fresh = true;
+        this.lastUpdate = new Date().toISOString();
         progress?.({ phase: 'done', filesTotal: outcome.filesFed, filesDone: outcome.filesFed, tokensTotal: outcome.tokensFed, tokensDone: outcome.tokensFed, tokensPerSecond: stats.tokensPerSecond, etaSeconds: 0, position: outcome.position });
         return stats;
       } catch (e) {
@@ -377,6 +382,8 @@ export class WorkspaceMemory {
     const skipped = [...prev.skipped];
     for (const p of changedPaths) {
       const abs = path.resolve(this.folders[0].path, p);
+      // The storage folder and the package are never in the stream (our own checkpoint writes, seen by a watcher).
+      if (this.ownDirs.some((d) => inside(d, abs) !== null || d === abs)) continue;
       const base = path.basename(abs);
       if (base === '.gitignore' || base === '.ignore' || abs.split(path.sep).includes('.git')) return null;
       const known = byPath.get(abs);
@@ -553,7 +560,7 @@ export class WorkspaceMemory {
       position: this.memoryPosition,
       files: filesInState,
       fresh: this.fresh,
-      lastUpdate: this.store.manifest.lastUpdate,
+      lastUpdate: this.lastUpdate ?? this.store.manifest.lastUpdate,
       packageKey: this.model.packageKey,
       provider: this.model.provider.provider,
       updating: this.ingesting,

@@ -14,7 +14,7 @@ import { titanize } from '../../engine/titanize/titanize';
 import { writePackage } from '../../engine/titanize/package';
 import { UpdateCancelledError, WorkspaceMemory, type MemoryOptions, type MemoryStats } from '../../engine/memory/workspace-memory';
 import {
-  memoryDirIn, readStoredMemory, runTitan, setMtime, stateDifference, syntheticSource, tinyTitanPackage, writeSyntheticWorkspace, REPO,
+  memoryDirIn, readStoredMemory, runTitan, setMtime, snapshotTree, stateDifference, syntheticSource, tinyTitanPackage, writeSyntheticWorkspace, REPO,
 } from '../helpers/workspace';
 
 let tmp: string;
@@ -107,6 +107,8 @@ describe('restoring', () => {
     });
     const stored = readStoredMemory(memoryDirIn(storage));
     const before = stored.last();
+    const files = snapshotTree(memoryDirIn(storage));
+    const manifestTime = fs.statSync(path.join(memoryDirIn(storage), 'manifest.json')).mtimeMs;
     await withMemory(options, async (m) => {
       // Reopening restores the newest checkpoint before any update.
       assert.equal(m.status().position, stored.manifest.checkpoints.at(-1)!.position);
@@ -114,8 +116,18 @@ describe('restoring', () => {
       assert.equal(again.tokensReread, 0);
       assert.equal(again.restoredFromCheckpoint, true);
       assert.equal(again.filesRead, 12);
+      // A watcher reporting the memory's own files changes nothing either.
+      const own = await m.update({ changedPaths: [path.join(memoryDirIn(storage), 'manifest.json')] });
+      assert.equal(own.tokensReread, 0);
     });
     assert.ok(readStoredMemory(memoryDirIn(storage)).last().equals(before));
+    // An update without changes writes nothing.
+    const now = snapshotTree(memoryDirIn(storage));
+    now.delete('.lock-owner');
+    files.delete('.lock-owner');
+    assert.deepEqual([...now.keys()].sort(), [...files.keys()].sort());
+    for (const [name, bytes] of files) assert.ok(bytes.equals(now.get(name)!), `${name} was rewritten`);
+    assert.equal(fs.statSync(path.join(memoryDirIn(storage), 'manifest.json')).mtimeMs, manifestTime);
   });
 
   it('keeps the storage folder out of the stream when it sits inside the workspace, and git-ignores it', async () => {
