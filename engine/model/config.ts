@@ -177,7 +177,9 @@ function parseRope(cfg: Record<string, unknown>): RopeConfig {
   const params = (cfg.rope_parameters ?? cfg.rope_scaling ?? null) as Record<string, unknown> | null;
   if (params !== null && (typeof params !== 'object' || Array.isArray(params))) throw new ModelError('config.json: "rope_scaling"/"rope_parameters" must be an object or null');
   const thetaValue = params?.rope_theta ?? cfg.rope_theta ?? 10000;
-  if (typeof thetaValue !== 'number' || !(thetaValue > 0)) throw new ModelError(`config.json: rope_theta must be a positive number, got ${clip(JSON.stringify(thetaValue))}`);
+  if (typeof thetaValue !== 'number' || !Number.isFinite(thetaValue) || !(thetaValue > 0)) throw new ModelError(`config.json: rope_theta must be a positive number, got ${clip(String(JSON.stringify(thetaValue)))}`);
+  // Real models use 10^4…10^7; a theta below 1 (a denormal one especially) makes the inverse frequencies infinite.
+  if (thetaValue < 1) throw new ModelError(`config.json: rope_theta ${thetaValue} is below 1 (models use 10000 and up); its rotary frequencies would overflow`);
   const theta = thetaValue;
   const type = (params?.rope_type ?? params?.type ?? 'default') as string;
   const pnum = (key: string, fallback?: number): number => {
@@ -186,7 +188,7 @@ function parseRope(cfg: Record<string, unknown>): RopeConfig {
       if (fallback !== undefined) return fallback;
       throw new ModelError(`config.json: rope ${type} scaling needs "${key}"`);
     }
-    if (typeof v !== 'number' || !(v > 0)) throw new ModelError(`config.json: rope scaling "${key}" must be a positive number, got ${clip(JSON.stringify(v))}`);
+    if (typeof v !== 'number' || !Number.isFinite(v) || !(v > 0)) throw new ModelError(`config.json: rope scaling "${key}" must be a positive number, got ${clip(String(JSON.stringify(v)))}`);
     return v;
   };
   switch (type) {
