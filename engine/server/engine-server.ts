@@ -3,7 +3,7 @@
 // (ModelError for the user's files and settings, Cancelled, InvalidParams, NotReady); cancellation
 // tokens become AbortSignals that travel down to the model.
 import * as path from 'node:path';
-import { ErrorCodes, ResponseError, type CancellationToken, type MessageConnection, type RequestType } from 'vscode-jsonrpc/node';
+import { ErrorCodes, ResponseError, type CancellationToken, type MessageConnection, type ProgressType, type RequestType } from 'vscode-jsonrpc/node';
 import * as v from 'valibot';
 import {
   AskParamsSchema,
@@ -193,6 +193,22 @@ export class EngineServer {
     };
   }
 
+  /**
+   * Sends a notification or progress: after the peer has gone, vscode-jsonrpc throws (synchronously)
+   * or rejects; neither may escape into a timer or a progress callback.
+   */
+  private send(fn: () => Promise<void>): void {
+    try {
+      void fn().catch(() => undefined);
+    } catch {
+      // connection closed or disposed: nothing to tell anyone
+    }
+  }
+
+  private progress<T>(type: ProgressType<T>, token: string | number | undefined, value: T): void {
+    if (token !== undefined) this.send(() => this.connection.sendProgress(type, token, value as never));
+  }
+
   /** Sends the status now, or within 250 ms when one was just sent (progress moves fast). */
   private statusChanged(): void {
     if (this.statusTimer) return;
@@ -200,7 +216,7 @@ export class EngineServer {
     this.statusTimer = setTimeout(() => {
       this.statusTimer = null;
       this.lastStatusSent = Date.now();
-      void this.connection.sendNotification(StatusNotification, this.status()).catch(() => undefined);
+      this.send(() => this.connection.sendNotification(StatusNotification, this.status()));
     }, wait);
   }
 
@@ -214,7 +230,7 @@ export class EngineServer {
         const progress = (message: string, done?: number, total?: number) => {
           this.modelLoading = message;
           this.statusChanged();
-          if (p.progressToken !== undefined) void this.connection.sendProgress(ConfigureProgress, p.progressToken, { message, done, total });
+          this.progress(ConfigureProgress, p.progressToken, { message, done, total });
         };
         try {
           const packageDir = p.modelPath ? path.resolve(p.modelPath) : await catalog.ensureDemoPackage({ signal, onProgress: progress });
@@ -271,7 +287,7 @@ export class EngineServer {
         {
           signal,
           onProgress: (done, total, message) => {
-            if (p.progressToken !== undefined) void this.connection.sendProgress(TitanizeProgress, p.progressToken, { done, total, message });
+            this.progress(TitanizeProgress, p.progressToken, { done, total, message });
           },
         },
       );
@@ -291,7 +307,7 @@ export class EngineServer {
       return memory.waitFor(gen, {
         signal,
         onProgress: (value) => {
-          if (p.progressToken !== undefined) void this.connection.sendProgress(MemoryProgressType, p.progressToken, value);
+          this.progress(MemoryProgressType, p.progressToken, value);
         },
       });
     });
@@ -305,7 +321,7 @@ export class EngineServer {
       try {
         return await session.ask(p, signal, (text) => {
           streamed += text;
-          if (p.progressToken !== undefined) void this.connection.sendProgress(AskProgress, p.progressToken, { text });
+          this.progress(AskProgress, p.progressToken, { text });
         });
       } catch (e) {
         // A stopped answer keeps what was said so far.
