@@ -192,7 +192,6 @@ export class VscodeSession {
     const input = page.locator('.quick-input-widget input');
     for (;;) {
       await page.keyboard.press('Escape');
-      await page.locator('.monaco-workbench').click({ position: { x: 5, y: 5 }, trial: true }).catch(() => undefined);
       await page.keyboard.press('F1');
       await input.waitFor({ state: 'visible', timeout: 10_000 });
       await input.fill(`>${title}`);
