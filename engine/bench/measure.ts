@@ -35,6 +35,12 @@ export interface MeasureResult {
   decodeSeconds: number;
   decodeMsPerToken: number;
   decodeTokensPerSecond: number;
+  /**
+   * CPU time of the whole process (all its threads) per prefill token and per decode step: the cost
+   * that contention on a shared machine does not inflate the way it inflates wall time.
+   */
+  prefillCpuMsPerToken: number;
+  decodeCpuMsPerToken: number;
   /** The greedy tokens generated (a check that every contender really decoded). */
   generated: number[];
   /** Resident set after load and warm-up, and at the end (after decode). */
@@ -57,6 +63,18 @@ export function writeStream(file: string, ids: readonly number[]): void {
 
 const maxRss = () => process.resourceUsage().maxRSS * 1024;
 
+/** CPU time of this process so far, in ms (user + system, every thread). */
+const cpuMs = () => {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
+};
+
+/** Wall-clock and CPU timestamps of the phase boundaries: start, loaded, prefilled, decoded. */
+interface Marks {
+  wall: [number, number, number, number];
+  cpu: [number, number, number, number];
+}
+
 export async function measure(job: MeasureJob): Promise<MeasureResult> {
   const ids = readStream(job.streamFile, job.context);
   return job.contender.engine === 'package' ? measurePackage(job, ids) : measureTransformersJs(job, ids);
@@ -64,11 +82,13 @@ export async function measure(job: MeasureJob): Promise<MeasureResult> {
 
 async function measurePackage(job: MeasureJob, ids: number[]): Promise<MeasureResult> {
   const t0 = performance.now();
+  const c0 = cpuMs();
   const model = await ModelRunner.open(job.contender.dir, { provider: job.provider, threads: job.threads });
   try {
     await model.forward(ids.slice(0, Math.min(8, ids.length)), [0]);
     model.reset();
     const t1 = performance.now();
+    const c1 = cpuMs();
     const rssAfterLoad = process.memoryUsage.rss();
     let last: Float32Array | null = null;
     for (let start = 0; start < ids.length; start += job.prefillChunk) {
@@ -78,6 +98,7 @@ async function measurePackage(job: MeasureJob, ids: number[]): Promise<MeasureRe
       if (isLast) last = out[0];
     }
     const t2 = performance.now();
+    const c2 = cpuMs();
     const generated: number[] = [];
     let next = argmax(last!);
     for (let i = 0; i < job.decodeTokens; i++) {
@@ -85,14 +106,16 @@ async function measurePackage(job: MeasureJob, ids: number[]): Promise<MeasureRe
       [last] = await model.forward([next], [0]);
       next = argmax(last);
     }
-    const t3 = performance.now();
-    return result(model.provider.provider, t0, t1, t2, t3, ids.length, job.decodeTokens, generated, rssAfterLoad);
+    const marks: Marks = { wall: [t0, t1, t2, performance.now()], cpu: [c0, c1, c2, cpuMs()] };
+    return result(model.provider.provider, marks, ids.length, job.decodeTokens, generated, rssAfterLoad);
   } finally {
     await model.release();
   }
 }
 
-function result(provider: string, t0: number, t1: number, t2: number, t3: number, context: number, decodeTokens: number, generated: number[], rssAfterLoad: number): MeasureResult {
+function result(provider: string, marks: Marks, context: number, decodeTokens: number, generated: number[], rssAfterLoad: number): MeasureResult {
+  const [t0, t1, t2, t3] = marks.wall;
+  const [, c1, c2, c3] = marks.cpu;
   const prefillSeconds = (t2 - t1) / 1000;
   const decodeSeconds = (t3 - t2) / 1000;
   return {
@@ -103,6 +126,8 @@ function result(provider: string, t0: number, t1: number, t2: number, t3: number
     decodeSeconds,
     decodeMsPerToken: (decodeSeconds * 1000) / decodeTokens,
     decodeTokensPerSecond: decodeTokens / decodeSeconds,
+    prefillCpuMsPerToken: (c2 - c1) / context,
+    decodeCpuMsPerToken: (c3 - c2) / decodeTokens,
     generated,
     rssAfterLoadBytes: rssAfterLoad,
     rssEndBytes: process.memoryUsage.rss(),
@@ -119,6 +144,7 @@ async function measureTransformersJs(job: MeasureJob, ids: number[]): Promise<Me
   tf.env.useFSCache = false;
   tf.env.localModelPath = path.dirname(job.contender.dir);
   const t0 = performance.now();
+  const c0 = cpuMs();
   const model = await tf.AutoModelForCausalLM.from_pretrained(path.basename(job.contender.dir), {
     dtype: job.contender.dtype,
     device: TJS_DEVICE[job.provider] as 'cpu',
@@ -131,6 +157,7 @@ async function measureTransformersJs(job: MeasureJob, ids: number[]): Promise<Me
     const warm = ids.slice(0, Math.min(8, ids.length));
     await model({ input_ids: int64(warm, [1, warm.length]), attention_mask: ones(warm.length), num_logits_to_keep: keepLast });
     const t1 = performance.now();
+    const c1 = cpuMs();
     const rssAfterLoad = process.memoryUsage.rss();
 
     // Prefill all but the last token into the library's cache, chunk by chunk.
@@ -150,9 +177,11 @@ async function measureTransformersJs(job: MeasureJob, ids: number[]): Promise<Me
     // generate() feeds the last prompt token (the end of prefill), then decodes; the streamer
     // timestamps every token it is handed (the first call is the prompt itself).
     const stamps: number[] = [];
+    const cpuStamps: number[] = [];
     const generated: number[] = [];
     const streamer = {
       put(value: bigint[][]) {
+        cpuStamps.push(cpuMs());
         if (stamps.push(performance.now()) > 1) generated.push(Number(value[0][0]));
       },
       end() {},
@@ -166,7 +195,8 @@ async function measureTransformersJs(job: MeasureJob, ids: number[]): Promise<Me
       do_sample: false,
       streamer,
     } as unknown as Parameters<typeof model.generate>[0]);
-    return result(TJS_DEVICE[job.provider], t0, t1, stamps[1], stamps[stamps.length - 1], ids.length, stamps.length - 2, generated.slice(0, -1), rssAfterLoad);
+    const marks: Marks = { wall: [t0, t1, stamps[1], stamps[stamps.length - 1]], cpu: [c0, c1, cpuStamps[1], cpuStamps[cpuStamps.length - 1]] };
+    return result(TJS_DEVICE[job.provider], marks, ids.length, stamps.length - 2, generated.slice(0, -1), rssAfterLoad);
   } finally {
     await model.dispose();
   }

@@ -15,19 +15,22 @@ function table(header: string[], rows: string[][], align: ('l' | 'r')[]): string
 }
 
 function resultRow(r: BenchCell): string[] {
-  if (r.error) return [formatContext(r.context), r.contender, '–', '–', '–', '–', '–', r.error];
-  return [formatContext(r.context), r.contender, fixed(r.prefillTokensPerSecond, 0), fixed(r.decodeMsPerToken, 2), fixed(r.decodeTokensPerSecond, 1), mib(r.peakRssBytes), mib(r.deviceMemoryBytes), ''];
+  if (r.error) return [formatContext(r.context), r.contender, '–', '–', '–', '–', '–', '–', '–', r.error];
+  return [formatContext(r.context), r.contender, fixed(r.prefillTokensPerSecond, 0), fixed(r.decodeMsPerToken, 2), fixed(r.decodeTokensPerSecond, 1), fixed(r.prefillCpuMsPerToken, 2), fixed(r.decodeCpuMsPerToken, 2), mib(r.peakRssBytes), mib(r.deviceMemoryBytes), ''];
 }
 
-const RESULT_HEADER = ['context', 'contender', 'prefill tok/s', 'decode ms/tok', 'decode tok/s', 'peak RSS MiB', 'device MiB', 'note'];
-const RESULT_ALIGN: ('l' | 'r')[] = ['r', 'l', 'r', 'r', 'r', 'r', 'r', 'l'];
+const RESULT_HEADER = ['context', 'contender', 'prefill tok/s', 'decode ms/tok', 'decode tok/s', 'prefill CPU ms/tok', 'decode CPU ms/tok', 'peak RSS MiB', 'device MiB', 'note'];
+const RESULT_ALIGN: ('l' | 'r')[] = ['r', 'l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'l'];
+const RATIO_HEADER = ['context', 'Titan', 'against', 'decode ×', 'prefill ×', 'decode × (CPU)', 'prefill × (CPU)', 'memory ÷'];
+const RATIO_ALIGN: ('l' | 'r')[] = ['r', 'l', 'l', 'r', 'r', 'r', 'r', 'r'];
+const ratioRow = (r: BenchReport['ratios'][number]) => [formatContext(r.context), r.contender, r.against, fixed(r.decode, 2), fixed(r.prefill, 2), fixed(r.decodeCpu, 2), fixed(r.prefillCpu, 2), fixed(r.memory, 2)];
 
 /** The plain-text table `titan bench` prints. */
 export function formatTable(report: BenchReport): string {
   const lines = table(RESULT_HEADER, report.results.map(resultRow), RESULT_ALIGN);
   if (report.ratios.length) {
     lines.push('');
-    lines.push(...table(['context', 'contender', 'vs', 'decode ×', 'prefill ×', 'memory ÷'], report.ratios.map((r) => [formatContext(r.context), r.contender, r.against, fixed(r.decode, 2), fixed(r.prefill, 2), fixed(r.memory, 2)]), ['r', 'l', 'l', 'r', 'r', 'r']));
+    lines.push(...table(RATIO_HEADER, report.ratios.map(ratioRow), RATIO_ALIGN));
   }
   return lines.join('\n') + '\n';
 }
@@ -41,6 +44,7 @@ export function formatMarkdown(report: BenchReport): string {
   const out: string[] = [];
   out.push('# Titan benchmark report', '');
   out.push(`Produced by \`titan bench\` on ${report.createdAt} (${report.seconds.toFixed(0)} s). Every contender ran on the same token stream, in the same run, one process per contender and context; ratios compare figures of this run only.`, '');
+  if (!report.complete) out.push(`> **Partial report**: ${report.measurements.done} of ${report.measurements.planned} measurements so far (written along the way; the run was still going or was stopped).`, '');
   out.push('![tokens/s and memory against context length](plot.svg)', '');
   out.push('## Machine', '');
   out.push(
@@ -69,15 +73,23 @@ export function formatMarkdown(report: BenchReport): string {
   out.push(`- model: \`${md.source}\` — ${md.modelType}, ${md.layers} layers, hidden ${md.hidden}, ${md.heads} heads / ${md.kvHeads} KV heads, vocabulary ${md.vocab}${md.parameters ? `, ${(md.parameters / 1e6).toFixed(1)}M parameters` : ''}${md.synthetic ? ' (synthetic: random weights with a real model\'s shapes)' : ''}`);
   out.push(`- stream: ${report.stream.tokens} tokens of ${report.stream.source}; every context is a prefix of it`);
   out.push(`- prefill in calls of ${report.settings.prefillChunk} tokens (logits for the last token only); decode: ${report.settings.decodeTokens} greedy tokens after each context, one per call`);
-  out.push('- peak RSS: the measuring process\'s high-water mark (getrusage, and /proc sampling every 50 ms), model weights included', '');
+  out.push('- peak RSS: the measuring process\'s high-water mark (getrusage, and /proc sampling every 50 ms), model weights included');
+  out.push('- CPU ms/token: CPU time of the measuring process (every thread) per token; unlike wall time, other work on the machine barely changes it', '');
   out.push('## Contenders', '');
   out.push(...mdTable(['id', 'what', 'made by'], report.contenders.map((c) => [c.id, c.label, c.command ? `\`${c.command}\`` : `prebuilt: ${c.dir}`]), ['l', 'l', 'l']), '');
   out.push('## Results', '');
   out.push(...mdTable(RESULT_HEADER, report.results.map(resultRow), RESULT_ALIGN), '');
   if (report.ratios.length) {
     out.push('## Ratios (same run)', '');
-    out.push('decode × = their ms/token ÷ Titan\'s; prefill × = Titan\'s tokens/s ÷ theirs; memory ÷ = Titan\'s peak RSS ÷ theirs.', '');
-    out.push(...mdTable(['context', 'Titan', 'against', 'decode ×', 'prefill ×', 'memory ÷'], report.ratios.map((r) => [formatContext(r.context), r.contender, r.against, fixed(r.decode, 2), fixed(r.prefill, 2), fixed(r.memory, 2)]), ['r', 'l', 'l', 'r', 'r', 'r']), '');
+    out.push('decode × = their ms/token ÷ Titan\'s; prefill × = Titan\'s tokens/s ÷ theirs; the (CPU) columns divide CPU time per token instead of wall time; memory ÷ = Titan\'s peak RSS ÷ theirs.', '');
+    out.push(...mdTable(RATIO_HEADER, report.ratios.map(ratioRow), RATIO_ALIGN), '');
+  }
+  if (report.quality?.length) {
+    const q = report.quality[0];
+    out.push('## Quality (same packages)', '');
+    out.push(`Held-out negative log-likelihood of \`${q.file}\` (nats/token; context ${q.context ?? 'unbounded'}), as \`titan perplexity\` computes it, by position of the predicted token in its context.`, '');
+    const names = q.buckets.map((b) => b.name);
+    out.push(...mdTable(['contender', 'tokens', 'NLL', 'perplexity', ...names.map((n) => `NLL ${n}`)], report.quality.map((r) => [r.contender, String(r.tokens), r.error ? r.error : fixed(r.nll, 4), fixed(r.perplexity, 3), ...names.map((n) => fixed(r.buckets.find((b) => b.name === n)?.nll, 4))]), ['l', 'r', 'r', 'r', ...names.map((): 'r' => 'r')]), '');
   }
   if (report.checks.length) {
     out.push('## Acceptance figures (issue 6, CPU)', '');
@@ -92,7 +104,8 @@ export function formatMarkdown(report: BenchReport): string {
 export function writeReports(report: BenchReport, dir: string): { json: string; markdown: string; plot: string } {
   fs.mkdirSync(dir, { recursive: true });
   const files = { json: path.join(dir, 'report.json'), markdown: path.join(dir, 'report.md'), plot: path.join(dir, 'plot.svg') };
-  fs.writeFileSync(files.json, JSON.stringify(report, null, 2) + '\n');
+  const json = JSON.stringify(report, null, 2) + '\n';
+  if (!fs.existsSync(files.json) || fs.readFileSync(files.json, 'utf8') !== json) fs.writeFileSync(files.json, json);
   fs.writeFileSync(files.markdown, formatMarkdown(report));
   fs.writeFileSync(files.plot, benchPlot(report));
   return files;

@@ -8,10 +8,11 @@ import * as path from 'node:path';
 import { ModelError } from '../model/errors';
 import { loadModelConfig } from '../model/config';
 import { loadTokenizer } from '../model/tokenizer';
-import type { ProviderChoice } from '../runtime/session';
+import { ModelRunner, type ProviderChoice } from '../runtime/session';
 import { entryPoint, prepareContenders, type ContenderSpec, type PreparedContender } from './contenders';
 import { machineInfo, nvidiaMemoryUsed, type MachineInfo } from './machine';
 import { writeStream, type MeasureJob, type MeasureResult } from './measure';
+import { streamPerplexity, tokenizeTextFile } from './perplexity';
 
 export const REPORT_VERSION = 1;
 
@@ -35,6 +36,10 @@ export interface BenchOptions {
   /** Extra facts for the report (e.g. that the machine was shared). */
   notes?: string[];
   log: (line: string) => void;
+  /** Score every package contender on this text (`titan perplexity`), so quality sits next to speed. */
+  perplexity?: { file: string; context: number | null; maxTokens: number };
+  /** Called with the report so far after every measurement (so a cut-short run still leaves one). */
+  onProgress?: (partial: BenchReport) => void;
   signal?: AbortSignal;
 }
 
@@ -61,6 +66,9 @@ export interface BenchRatio {
   prefill: number | null;
   /** Peak memory: ours ÷ theirs. */
   memory: number | null;
+  /** The same speed-ups in CPU time per token (robust to other work on the machine). */
+  decodeCpu: number | null;
+  prefillCpu: number | null;
 }
 
 export interface BenchCheck {
@@ -86,6 +94,11 @@ export interface BenchReport {
   ratios: BenchRatio[];
   checks: BenchCheck[];
   notes: string[];
+  /** Held-out NLL of each package contender on the --perplexity file (empty without it). */
+  quality: { contender: string; file: string; context: number | null; tokens: number; nll: number | null; perplexity: number | null; buckets: { name: string; tokens: number; nll: number | null }[]; error?: string }[];
+  /** False while measurements are still to come (a partial report written along the way). */
+  complete: boolean;
+  measurements: { done: number; planned: number };
   seconds: number;
 }
 
@@ -234,6 +247,8 @@ export function computeRatios(contenders: { id: string; role: string }[], result
           decode: a.decodeMsPerToken && b.decodeMsPerToken ? b.decodeMsPerToken / a.decodeMsPerToken : null,
           prefill: a.prefillTokensPerSecond && b.prefillTokensPerSecond ? a.prefillTokensPerSecond / b.prefillTokensPerSecond : null,
           memory: a.peakRssBytes && b.peakRssBytes ? a.peakRssBytes / b.peakRssBytes : null,
+          decodeCpu: a.decodeCpuMsPerToken && b.decodeCpuMsPerToken ? b.decodeCpuMsPerToken / a.decodeCpuMsPerToken : null,
+          prefillCpu: a.prefillCpuMsPerToken && b.prefillCpuMsPerToken ? b.prefillCpuMsPerToken / a.prefillCpuMsPerToken : null,
         });
       }
     }
@@ -278,11 +293,57 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
   fs.mkdirSync(options.cacheDir, { recursive: true });
   const machine = machineInfo();
   const stream = makeStream(options, contexts[contexts.length - 1]);
+  const results: BenchCell[] = [];
   const prepared: PreparedContender[] = await prepareContenders(options.contenders, { source: options.source, cacheDir: options.cacheDir, dtype: options.dtype, log: options.log, signal: options.signal });
+
+  const contenders = prepared.map((c) => ({ id: c.id, label: c.label, role: c.role, engine: c.engine, window: c.window, dir: c.dir, command: c.command }));
+  const raw = config.raw as Record<string, unknown>;
+  let parameters: number | null = null;
+  try {
+    const idx = JSON.parse(fs.readFileSync(path.join(options.source, 'model.safetensors.index.json'), 'utf8')) as { metadata?: { total_parameters?: number } };
+    parameters = idx.metadata?.total_parameters ?? null;
+  } catch {
+    /* single-file checkpoints do not record it */
+  }
+  const planned = contexts.length * prepared.length;
+  const quality: BenchReport['quality'] = [];
+  const assemble = (complete: boolean): BenchReport => {
+    const ratios = computeRatios(contenders, results, contexts);
+    return {
+      version: REPORT_VERSION,
+      createdAt: new Date().toISOString(),
+      command: options.command,
+      machine,
+      provider,
+      dtype: options.dtype,
+      threads: options.threads ?? null,
+      model: {
+        source: path.resolve(options.source),
+        modelType: config.modelType,
+        parameters,
+        layers: config.numLayers,
+        hidden: config.hiddenSize,
+        heads: config.numHeads,
+        kvHeads: config.numKvHeads,
+        vocab: config.vocabSize,
+        synthetic: raw.titan_synthetic ?? null,
+      },
+      stream: { source: stream.source, tokens: contexts[contexts.length - 1] },
+      settings: { contexts, decodeTokens: options.decodeTokens, prefillChunk: options.prefillChunk },
+      contenders,
+      results: [...results],
+      ratios,
+      checks: computeChecks(contenders, results, ratios),
+      quality: [...quality],
+      notes: options.notes ?? [],
+      complete,
+      measurements: { done: results.length, planned },
+      seconds: (performance.now() - t0) / 1000,
+    };
+  };
 
   // `auto` is settled once, by the first package contender, so every contender runs on the same provider.
   let provider: ProviderChoice = options.provider;
-  const results: BenchCell[] = [];
   const failed = new Set<string>();
   const gpu = () => provider !== 'cpu' && machine.gpus.length > 0;
   for (const context of contexts) {
@@ -312,45 +373,26 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
         options.log(`${c.id} at ${formatContext(context)}: prefill ${cell.prefillTokensPerSecond!.toFixed(0)} tok/s, decode ${cell.decodeMsPerToken!.toFixed(1)} ms/token, peak RSS ${((cell.peakRssBytes ?? 0) / 2 ** 20).toFixed(0)} MiB`);
       }
       results.push(cell);
+      options.onProgress?.(assemble(false));
     }
   }
-  const contenders = prepared.map((c) => ({ id: c.id, label: c.label, role: c.role, engine: c.engine, window: c.window, dir: c.dir, command: c.command }));
-  const ratios = computeRatios(contenders, results, contexts);
-  const raw = config.raw as Record<string, unknown>;
-  const paramsFile = path.join(options.source, 'model.safetensors.index.json');
-  let parameters: number | null = null;
-  try {
-    const idx = JSON.parse(fs.readFileSync(paramsFile, 'utf8')) as { metadata?: { total_parameters?: number } };
-    parameters = idx.metadata?.total_parameters ?? null;
-  } catch {
-    /* single-file checkpoints do not record it */
+  if (options.perplexity) {
+    const { file, context, maxTokens } = options.perplexity;
+    const { ids } = tokenizeTextFile(file, loadTokenizer(options.source));
+    for (const c of prepared.filter((p) => p.engine === 'package')) {
+      options.log(`${c.id}: perplexity of ${file} …`);
+      try {
+        const model = await ModelRunner.open(c.dir, { provider, threads: options.threads });
+        try {
+          const r = await streamPerplexity(model, ids.slice(0, maxTokens), { context, signal: options.signal });
+          quality.push({ contender: c.id, file, context, tokens: r.tokens, nll: r.nll, perplexity: r.perplexity, buckets: r.buckets.map((b) => ({ name: b.name, tokens: b.tokens, nll: b.nll })) });
+        } finally {
+          await model.release();
+        }
+      } catch (e) {
+        quality.push({ contender: c.id, file, context, tokens: 0, nll: null, perplexity: null, buckets: [], error: (e as Error).message.split('\n')[0] });
+      }
+    }
   }
-  return {
-    version: REPORT_VERSION,
-    createdAt: new Date().toISOString(),
-    command: options.command,
-    machine,
-    provider,
-    dtype: options.dtype,
-    threads: options.threads ?? null,
-    model: {
-      source: path.resolve(options.source),
-      modelType: config.modelType,
-      parameters,
-      layers: config.numLayers,
-      hidden: config.hiddenSize,
-      heads: config.numHeads,
-      kvHeads: config.numKvHeads,
-      vocab: config.vocabSize,
-      synthetic: raw.titan_synthetic ?? null,
-    },
-    stream: { source: stream.source, tokens: contexts[contexts.length - 1] },
-    settings: { contexts, decodeTokens: options.decodeTokens, prefillChunk: options.prefillChunk },
-    contenders,
-    results,
-    ratios,
-    checks: computeChecks(contenders, results, ratios),
-    notes: options.notes ?? [],
-    seconds: (performance.now() - t0) / 1000,
-  };
+  return assemble(true);
 }

@@ -44,7 +44,8 @@ function linearTicks(hi: number): number[] {
   const mag = 10 ** Math.floor(Math.log10(raw));
   const step = [1, 2, 2.5, 5, 10].map((m) => m * mag).find((s) => s >= raw) ?? raw;
   const ticks: number[] = [];
-  for (let v = 0; v <= hi * 1.0001; v += step) ticks.push(v);
+  const top = Math.ceil(hi / step - 1e-9) * step;
+  for (let i = 0; i * step <= top * 1.0001; i++) ticks.push(i * step);
   return ticks;
 }
 
@@ -147,6 +148,9 @@ export function benchPlot(report: BenchReport): string {
   const panels: Panel[] = [
     { metric: 'prefill', title: 'Prefill', yLabel: 'tokens/s (log)', logY: true, series: metric((r) => r.prefillTokensPerSecond) },
     { metric: 'decode', title: 'Decode', yLabel: 'tokens/s (log)', logY: true, series: metric((r) => r.decodeTokensPerSecond) },
+    ...(report.results.some((r) => typeof r.decodeCpuMsPerToken === 'number')
+      ? [{ metric: 'decode-cpu', title: 'Decode CPU time', yLabel: 'CPU ms per token (log)', logY: true, series: metric((r) => r.decodeCpuMsPerToken) }]
+      : []),
     { metric: 'memory', title: 'Peak resident memory', yLabel: 'MiB', logY: false, series: metric((r) => (r.peakRssBytes === undefined ? undefined : r.peakRssBytes / 2 ** 20)) },
   ];
   if (report.results.some((r) => typeof r.deviceMemoryBytes === 'number')) {

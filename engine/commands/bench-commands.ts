@@ -2,9 +2,9 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { defaultContenders, parsePackage, parseVariant, type ContenderSpec } from '../bench/contenders';
-import { streamPerplexity, tokenizeTextFile, type PerplexityResult } from '../bench/perplexity';
+import { readTextFile, streamPerplexity, tokenizeTextFile, type PerplexityResult } from '../bench/perplexity';
 import { formatTable, writeReports } from '../bench/report';
-import { formatContext, parseContext, runBench } from '../bench/run';
+import { formatContext, parseContext, REPORT_VERSION, runBench, type BenchReport } from '../bench/run';
 import { SYNTHETIC_SHAPES, writeSyntheticCheckpoint } from '../bench/synthetic';
 import { ModelError } from '../model/errors';
 import { loadTokenizer } from '../model/tokenizer';
@@ -107,12 +107,29 @@ export const benchCommand: Command = {
     cache: { type: 'string', help: 'folder for the packages and exports the bench makes (default .titan/bench)' },
     out: { type: 'string', help: 'folder for report.json, report.md and plot.svg (default bench)' },
     timeout: { type: 'string', help: 'seconds one measurement may take before it is stopped (default 3600)' },
+    perplexity: { type: 'string', help: 'also score every package contender on this text file (held-out NLL next to speed)' },
+    'perplexity-context': { type: 'string', help: 'context of that scoring, in tokens (default 1024)' },
+    'perplexity-tokens': { type: 'string', help: 'score at most this many tokens of the file (default 4096)' },
     note: { type: 'string', multiple: true, help: 'a line for the report, e.g. that the machine was shared (repeatable)' },
     quick: { type: 'boolean', help: 'tiny contexts and few tokens: checks the harness end to end in seconds' },
+    render: { type: 'string', help: 'measure nothing: write report.md and plot.svg again from this report.json (into --out)' },
     json: { type: 'boolean', help: 'print the report as JSON (the table goes to stderr)' },
   },
   async run(ctx) {
     noExtraPositionals(ctx, 0);
+    const render = str(ctx, 'render');
+    if (render !== undefined) {
+      let report: BenchReport;
+      try {
+        report = JSON.parse(fs.readFileSync(render, 'utf8')) as BenchReport;
+      } catch (e) {
+        throw new ModelError(`--render ${render}: not a readable report.json (${(e as Error).message.split('\n')[0]})`);
+      }
+      if (report?.version !== REPORT_VERSION || !Array.isArray(report.results)) throw new ModelError(`--render ${render}: not a titan bench report (version ${REPORT_VERSION})`);
+      const files = writeReports(report, path.resolve(str(ctx, 'out') ?? path.dirname(render)));
+      process.stdout.write(`wrote ${files.markdown}, ${files.plot}\n`);
+      return;
+    }
     const quick = flag(ctx, 'quick');
     const cacheDir = path.resolve(str(ctx, 'cache') ?? path.join('.titan', 'bench'));
     const json = flag(ctx, 'json');
@@ -150,8 +167,11 @@ export const benchCommand: Command = {
       for (const w of wanted) if (!contenders.some((c) => c.id === w)) throw new UsageError(`--only: no contender "${w}" (contenders: ${contenders.map((c) => c.id).join(', ')})`);
       contenders = contenders.filter((c) => wanted.includes(c.id));
     }
+    const outDir = path.resolve(str(ctx, 'out') ?? 'bench');
     const textFile = str(ctx, 'text');
     if (textFile !== undefined && !fs.existsSync(textFile)) throw new ModelError(`--text ${textFile} does not exist`);
+    const scored = str(ctx, 'perplexity');
+    if (scored !== undefined) readTextFile(scored);
 
     const report = await runBench({
       source,
@@ -167,10 +187,12 @@ export const benchCommand: Command = {
       timeoutSeconds: int(ctx, 'timeout', 3600, 1),
       command: commandLine(ctx),
       notes: list(ctx, 'note'),
+      perplexity: str(ctx, 'perplexity') === undefined ? undefined : { file: str(ctx, 'perplexity')!, context: int(ctx, 'perplexity-context', 1024, 2), maxTokens: int(ctx, 'perplexity-tokens', 4096, 2) },
       log,
       signal: ctx.signal,
+      onProgress: (partial) => writeReports(partial, outDir),
     });
-    const files = writeReports(report, path.resolve(str(ctx, 'out') ?? 'bench'));
+    const files = writeReports(report, outDir);
     const summary = `contexts ${report.settings.contexts.map(formatContext).join(', ')} on ${report.provider}; wrote ${files.json}, ${files.markdown}, ${files.plot}\n`;
     if (json) {
       process.stderr.write(formatTable(report) + summary);

@@ -23,7 +23,7 @@ import { REPO_ROOT, SHARED_MODEL_DIR } from '../helpers/paths';
 
 const ROOT = REPO_ROOT;
 const DEMO = SHARED_MODEL_DIR;
-const TIMEOUT = { timeout: 300_000 };
+const TIMEOUT = { timeout: 900_000 };
 
 let tmp: string;
 before(() => {
@@ -33,7 +33,7 @@ after(() => {
   fs.rmSync(tmp, { recursive: true, force: true });
 });
 
-function titan(args: string[], timeout = 240_000): { status: number | null; stdout: string; stderr: string } {
+function titan(args: string[], timeout = 900_000): { status: number | null; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(ROOT, 'engine', 'cli.ts'), ...args], { encoding: 'utf8', timeout, cwd: ROOT });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
@@ -61,7 +61,9 @@ describe('titan bench --quick', () => {
   const ids = ['titan-w32', 'base', 'transformers-js', 'titan-fp16'];
 
   before(() => {
-    const r = titan(['bench', '--quick', '--json', '--provider', 'cpu', '--model', DEMO, '--out', out(), '--cache', cache(), '--variant', 'titan-fp16=titanize --window 32 --dtype fp16', '--note', 'test run']);
+    const text = path.join(tmp, 'held-out.ts');
+    fs.writeFileSync(text, fs.readFileSync(path.join(ROOT, 'engine', 'model', 'safetensors.ts'), 'utf8').slice(0, 3000));
+    const r = titan(['bench', '--quick', '--json', '--provider', 'cpu', '--model', DEMO, '--out', out(), '--cache', cache(), '--variant', 'titan-fp16=titanize --window 32 --dtype fp16', '--note', 'test run', '--perplexity', text, '--perplexity-context', '128', '--perplexity-tokens', '200']);
     assert.equal(r.status, 0, r.stderr);
     report = JSON.parse(r.stdout) as BenchReport;
     process.stdout.write(`# quick bench: ${report.results.map((c) => `${c.contender}@${c.context}: ${c.prefillTokensPerSecond?.toFixed(0)} tok/s prefill, ${c.decodeMsPerToken?.toFixed(1)} ms/token`).join('; ')}\n`);
@@ -84,7 +86,7 @@ describe('titan bench --quick', () => {
         const cell = report.results.find((r) => r.contender === id && r.context === context);
         assert.ok(cell, `${id} at ${context}`);
         assert.equal(cell.error, undefined, `${id} at ${context}: ${cell.error}`);
-        for (const k of ['prefillTokensPerSecond', 'decodeMsPerToken', 'decodeTokensPerSecond', 'peakRssBytes', 'loadSeconds'] as const) assert.ok(Number.isFinite(cell[k]) && cell[k]! > 0, `${id} at ${context}: ${k} = ${cell[k]}`);
+        for (const k of ['prefillTokensPerSecond', 'decodeMsPerToken', 'decodeTokensPerSecond', 'prefillCpuMsPerToken', 'decodeCpuMsPerToken', 'peakRssBytes', 'loadSeconds'] as const) assert.ok(Number.isFinite(cell[k]) && cell[k]! > 0, `${id} at ${context}: ${k} = ${cell[k]}`);
         assert.ok(cell.peakRssBytes! >= cell.rssAfterLoadBytes!);
         assert.equal(cell.generated!.length, 4);
         assert.equal(cell.deviceMemoryBytes, null);
@@ -96,14 +98,23 @@ describe('titan bench --quick', () => {
     }
     // Each Titan contender against each of the others, at each context.
     assert.equal(report.ratios.length, 2 * 2 * 2);
-    for (const r of report.ratios) assert.ok([r.decode, r.prefill, r.memory].every((v) => v !== null && v > 0));
+    for (const r of report.ratios) assert.ok([r.decode, r.prefill, r.memory, r.decodeCpu, r.prefillCpu].every((v) => v !== null && v > 0));
+    assert.equal(report.complete, true);
+    assert.deepEqual(report.measurements, { done: 8, planned: 8 });
     assert.ok(report.checks.every((c) => c.pass === null), 'the acceptance contexts (4k and up) were not measured');
+    // Quality next to speed: every package contender scored on the same text.
+    assert.deepEqual(report.quality.map((q) => q.contender), ['titan-w32', 'base', 'titan-fp16']);
+    for (const q of report.quality) {
+      assert.equal(q.error, undefined, q.error);
+      assert.equal(q.tokens, 200 - Math.ceil(200 / 128));
+      assert.ok(Number.isFinite(q.nll) && q.nll! > 0 && q.nll! < 10, `${q.contender}: ${q.nll}`);
+    }
   });
 
   it('writes report.json, report.md and a plot.svg that parses, with every series', TIMEOUT, () => {
     assert.deepEqual(JSON.parse(fs.readFileSync(path.join(out(), 'report.json'), 'utf8')), report);
     const md = fs.readFileSync(path.join(out(), 'report.md'), 'utf8');
-    for (const s of ['## Machine', 'onnxruntime-node', '## Results', '## Ratios', '![tokens/s and memory against context length](plot.svg)', report.command, 'titan titanize', '> test run']) assert.ok(md.includes(s), s);
+    for (const s of ['## Machine', 'onnxruntime-node', '## Results', '## Ratios', '## Quality (same packages)', '![tokens/s and memory against context length](plot.svg)', report.command, 'titan titanize', '> test run']) assert.ok(md.includes(s), s);
 
     const svg = fs.readFileSync(path.join(out(), 'plot.svg'), 'utf8');
     assert.equal(XMLValidator.validate(svg), true);
@@ -112,9 +123,9 @@ describe('titan bench --quick', () => {
     assert.equal(root.length, 1);
     const groups = elements(tree, 'g');
     const panels = groups.filter((g) => attr(g, 'class') === 'panel').map((g) => attr(g, 'data-metric'));
-    assert.deepEqual(panels, ['prefill', 'decode', 'memory']);
+    assert.deepEqual(panels, ['prefill', 'decode', 'decode-cpu', 'memory']);
     const series = groups.filter((g) => attr(g, 'class') === 'series');
-    for (const metric of ['prefill', 'decode', 'memory']) {
+    for (const metric of ['prefill', 'decode', 'decode-cpu', 'memory']) {
       for (const id of ids) {
         const s = series.find((g) => attr(g, 'data-metric') === metric && attr(g, 'data-contender') === id);
         assert.ok(s, `${metric} series of ${id}`);
@@ -125,6 +136,16 @@ describe('titan bench --quick', () => {
     }
     const legend = groups.filter((g) => attr(g, 'class') === 'legend-item').map((g) => attr(g, 'data-contender'));
     assert.deepEqual(legend, ids);
+
+    // --render writes the same report.md and plot.svg again from report.json, measuring nothing.
+    const again = path.join(tmp, 'rendered');
+    const r = titan(['bench', '--render', path.join(out(), 'report.json'), '--out', again], 120_000);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(fs.readFileSync(path.join(again, 'plot.svg'), 'utf8'), svg);
+    assert.equal(fs.readFileSync(path.join(again, 'report.md'), 'utf8'), md);
+    const bad = titan(['bench', '--render', path.join(out(), 'plot.svg')], 120_000);
+    assert.equal(bad.status, 1);
+    assert.match(bad.stderr.trim(), /^titan bench: --render .*plot\.svg: not a readable report\.json/);
   });
 
   it('a second preparation reuses the cached packages', TIMEOUT, async () => {

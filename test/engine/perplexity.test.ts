@@ -22,10 +22,13 @@ let tmp: string;
 let basePkg: string;
 let heldOut: string;
 
-/** Code the demo model never saw (this project's own source), in its training format: `<|file|> path` then the text. */
+/**
+ * Held-out-like text: npm JavaScript like the demo model's training corpus (source files of npm
+ * packages, each prefixed `<|file|> path`), taken from a dependency whose version package-lock.json pins.
+ */
 function writeHeldOut(file: string): void {
-  const rel = 'engine/model/safetensors.ts';
-  const text = fs.readFileSync(path.join(ROOT, rel), 'utf8').slice(0, 7000);
+  const rel = 'src/generation/logits_process.js';
+  const text = fs.readFileSync(path.join(ROOT, 'node_modules', '@huggingface', 'transformers', rel), 'utf8').slice(0, 8000);
   fs.writeFileSync(file, `<|file|> ${rel}\n${text}`);
 }
 
@@ -38,7 +41,7 @@ before(() => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'titan-perplexity-'));
   basePkg = path.join(tmp, 'base');
   writePackage(DEMO, basePkg, { dtype: 'fp32', window: null, kind: 'base' });
-  heldOut = path.join(tmp, 'held-out.ts');
+  heldOut = path.join(tmp, 'held-out.js');
   writeHeldOut(heldOut);
 });
 
@@ -68,8 +71,8 @@ describe('perplexity of the demo model', () => {
       assert.equal(r.tokens, ids.length - Math.ceil(ids.length / 1024));
       assert.equal(r.streamTokens, ids.length);
       assert.ok(r.nll !== null && Number.isFinite(r.nll));
-      // Unseen code (this project's TypeScript) is a little harder than its held-out npm files.
-      assert.ok(r.nll! > 0.6 && r.nll! < 2.6, `NLL ${r.nll} nats/token`);
+      // Its README: 1.40 nats/token on held-out npm files at 1024 context.
+      assert.ok(r.nll! > 0.8 && r.nll! < 2.0, `NLL ${r.nll} nats/token`);
       assert.ok(Math.abs(r.perplexity! - Math.exp(r.nll!)) < 1e-9);
       assert.ok(r.bitsPerByte! > 0 && r.bitsPerByte! < r.nll! / Math.LN2);
       // Buckets partition the scored tokens; with a 1024 context nothing reaches 4k.
@@ -127,7 +130,7 @@ describe('perplexity of the demo model', () => {
 
 describe('titan perplexity (CLI)', () => {
   it('prints JSON with the overall and bucketed NLL', TIMEOUT, () => {
-    const small = path.join(tmp, 'small.ts');
+    const small = path.join(tmp, 'small.js');
     fs.writeFileSync(small, fs.readFileSync(heldOut, 'utf8').slice(0, 1500));
     const r = titan(['perplexity', basePkg, '--file', small, '--context', '256', '--provider', 'cpu', '--json']);
     assert.equal(r.status, 0, r.stderr);
