@@ -298,7 +298,7 @@ export class Ctx implements vscode.Disposable {
       model: s?.model?.name ?? null,
       modelPath: this.config.modelPath ?? '',
       provider: s?.provider?.provider ?? null,
-      memory: state === 'running' ? (s?.modelLoading ?? formatMemoryLine(s?.memory ?? null, this.hasFolder)) : state === 'failed' ? 'Engine stopped' : 'Engine starting…',
+      memory: engineLine(state, s, this.hasFolder),
       memoryUpdating,
       models: this.modelChoices(),
     };
@@ -345,6 +345,22 @@ export class Ctx implements vscode.Disposable {
 
   dispose(): void {
     this.subscriptions.splice(0).reverse().forEach((d) => d.dispose());
+  }
+}
+
+/** The chat's #memory-status line for an engine state. */
+function engineLine(state: EngineClient['state'], s: EngineStatus | null, hasFolder: boolean): string {
+  switch (state) {
+    case 'running':
+      return s?.modelLoading ?? (s?.model ? formatMemoryLine(s.memory, hasFolder) : s?.modelError ? `No model: ${s.modelError}` : 'Opening the model…');
+    case 'starting':
+      return 'Engine starting…';
+    case 'restarting':
+      return 'Engine restarting…';
+    case 'stopped':
+      return 'Engine idle: it starts with the first question';
+    case 'failed':
+      return 'Engine stopped: run "Titan: Restart Engine"';
   }
 }
 
