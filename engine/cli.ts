@@ -50,7 +50,8 @@ export async function main(argv: string[]): Promise<number> {
   process.once('SIGINT', onSigint);
   try {
     await command.run({ positionals: parsed.positionals, values: parsed.values as Record<string, string | boolean | string[] | undefined>, signal: controller.signal });
-    return 0;
+    // A command may set its own exit status (generate: 130 when interrupted); run() would overwrite it.
+    return Number(process.exitCode ?? 0);
   } catch (e) {
     const err = e as Error;
     if (err instanceof UsageError) {
