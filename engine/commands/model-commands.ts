@@ -6,7 +6,7 @@ import { loadTokenizer } from '../model/tokenizer';
 import { generate } from '../runtime/generate';
 import type { ProviderChoice } from '../runtime/session';
 import { WorkerModel, type ForwardModel } from '../runtime/worker-client';
-import { writePackage, type PackageDType } from '../titanize/package';
+import { readPackage, writePackage, type PackageDType } from '../titanize/package';
 import { choice, flag, int, intList, noExtraPositionals, num, positional, str } from './args';
 import { UsageError, type Command, type CommandContext } from './types';
 
@@ -78,6 +78,7 @@ export const generateCommand: Command = {
     const topP = num(ctx, 'top-p', 1, 1e-9, 1);
     const seed = int(ctx, 'seed', 0, 0);
     const json = flag(ctx, 'json');
+    readPackage(dir); // a folder that is not a package says so, before the tokenizer complains about it
     const tokenizer = loadTokenizer(dir);
     const text = flag(ctx, 'chat') ? tokenizer.applyChatTemplate([{ role: 'user', content: prompt }], { addGenerationPrompt: true }) : prompt;
     const ids = tokenizer.encode(text, { addSpecialTokens: !flag(ctx, 'chat') });
