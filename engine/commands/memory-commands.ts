@@ -59,7 +59,7 @@ function progressPrinter(): { onProgress: (p: IngestProgress) => void; end: () =
   return {
     onProgress(p) {
       const now = performance.now();
-      if (p.phase !== 'done' && now - last < (tty ? 200 : 5000)) return;
+      if (p.phase === 'done' || now - last < (tty ? 200 : 5000)) return;
       last = now;
       const eta = p.etaSeconds === null ? '' : `, ${Math.round(p.etaSeconds)} s left`;
       const line = p.phase === 'discover'

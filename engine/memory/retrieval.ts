@@ -152,7 +152,10 @@ export function questionIdentifiers(question: string): QuestionIdentifier[] {
     out.push({ text: t, strong });
   };
   for (const m of question.matchAll(/`([^`\n]+)`/g)) for (const w of m[1].matchAll(/[\p{L}\p{N}_$][\p{L}\p{N}_$.]*/gu)) push(w[0].replace(/\.+$/, ''), true);
-  for (const m of question.matchAll(/[\p{L}\p{N}_$][\p{L}\p{N}_$.]*(?:\(\))?/gu)) {
+  // File names (with - and / inside), then words; a file name's pieces are not words of their own.
+  const FILE = /[\p{L}\p{N}_$][\p{L}\p{N}_$./-]*\.[A-Za-z][A-Za-z0-9]{0,4}(?![\p{L}\p{N}_$])/gu;
+  for (const m of question.matchAll(FILE)) push(m[0], true);
+  for (const m of question.replace(FILE, ' ').matchAll(/[\p{L}\p{N}_$][\p{L}\p{N}_$.]*(?:\(\))?/gu)) {
     const w = m[0].replace(/\.+$/, '');
     const codeShaped = /[a-z0-9][A-Z]|_|\(\)$|^[A-Z]{2,}[a-z]|\.[A-Za-z]{1,5}$|^[A-Z][a-z0-9]+[A-Z]/.test(m[0]) || (/\./.test(w) && !/^\d/.test(w));
     if (codeShaped) push(w, true);
@@ -169,29 +172,35 @@ export function identifierPattern(identifier: string): RegExp {
 
 /**
  * The lines of `text` that best cover the question's terms within `maxChars`: the window of
- * consecutive lines with the most term occurrences (ties: the earliest).
+ * consecutive lines with the highest total weight of term occurrences (ties: the earliest). A
+ * term's weight is scaled by its rarity among the file's lines, so the one line defining a named
+ * function outweighs a page of lines sharing a common word with the question.
  */
-export function bestExcerpt(text: string, terms: ReadonlySet<string>, maxChars: number): { text: string; startLine: number; endLine: number } {
+export function bestExcerpt(text: string, terms: ReadonlyMap<string, number>, maxChars: number): { text: string; startLine: number; endLine: number } {
   const lines = text.split('\n');
-  const score = lines.map((line) => {
-    let s = 0;
-    for (const w of indexTerms(line)) if (terms.has(w.toLowerCase())) s++;
-    return s;
-  });
-  let best = { start: 0, end: 0, score: -1 };
+  const found = lines.map((line) => [...new Set(indexTerms(line).map((w) => w.toLowerCase()))].filter((w) => terms.has(w)));
+  const linesWith = new Map<string, number>();
+  for (const ws of found) for (const w of ws) linesWith.set(w, (linesWith.get(w) ?? 0) + 1);
+  const weight = (w: string): number => terms.get(w)! * Math.log((lines.length + 1) / (linesWith.get(w)! + 0.5));
+  const score = found.map((ws) => ws.reduce((a, w) => a + weight(w), 0));
+  // For each last line, the longest window that fits; of the best-scoring windows, the middle one,
+  // which centres the lines that matter instead of pushing them to an edge.
+  const prefix = [0];
+  for (const v of score) prefix.push(prefix[prefix.length - 1] + v);
+  const windows: { start: number; end: number; score: number }[] = [];
   let start = 0;
   let chars = 0;
-  let sum = 0;
   for (let end = 0; end < lines.length; end++) {
     chars += lines[end].length + 1;
-    sum += score[end];
-    while (chars > maxChars && start < end) {
-      chars -= lines[start].length + 1;
-      sum -= score[start];
-      start++;
-    }
-    if (chars <= maxChars && sum > best.score) best = { start, end: end + 1, score: sum };
+    while (chars > maxChars && start < end) chars -= lines[start++].length + 1;
+    if (chars <= maxChars) windows.push({ start, end: end + 1, score: prefix[end + 1] - prefix[start] });
   }
-  if (best.score < 0) return { text: lines[0].slice(0, maxChars), startLine: 1, endLine: 1 };
+  if (windows.length === 0) return { text: lines[0].slice(0, maxChars), startLine: 1, endLine: 1 };
+  const top = Math.max(...windows.map((w) => w.score));
+  const isTop = (w: { score: number }): boolean => w.score >= top - 1e-9 * Math.max(1, top);
+  const first = windows.findIndex(isTop);
+  let last = first;
+  while (last + 1 < windows.length && isTop(windows[last + 1])) last++;
+  const best = windows[first + Math.floor((last - first) / 2)];
   return { text: lines.slice(best.start, best.end).join('\n') + '\n', startLine: best.start + 1, endLine: best.end };
 }

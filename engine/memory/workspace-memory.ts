@@ -28,7 +28,7 @@ import {
   type ContentLimits, type ExcludeGlobs, type WorkspaceDiscovery, type WorkspaceFile, type WorkspaceFolderSpec,
 } from './discovery';
 import { ingest, ResumeInvalidated, type IngestStart } from './ingest';
-import { bestExcerpt, identifierPattern, questionIdentifiers, RetrievalIndex } from './retrieval';
+import { bestExcerpt, identifierPattern, indexTerms, questionIdentifiers, RetrievalIndex } from './retrieval';
 import { encodeStreamText, fileStreamText, segmentSizeFor, streamKey, tokenizerHash } from './stream';
 
 export interface MemoryOptions {
@@ -434,7 +434,12 @@ export class WorkspaceMemory {
     const byPath = new Map(discovery.files.map((f) => [f.streamPath, f]));
     const sources: Source[] = [];
     const contextIds: number[] = [];
-    const terms = new Set(questionIdentifiers(question).map((i) => i.text.toLowerCase()));
+    // Excerpt weights: identifiers the question names outweigh the other words it shares with a file.
+    const terms = new Map<string, number>();
+    for (const ident of questionIdentifiers(question)) {
+      for (const t of indexTerms(ident.text)) if (!terms.has(t.toLowerCase())) terms.set(t.toLowerCase(), 1);
+      terms.set(ident.text.toLowerCase(), ident.strong ? 4 : 1);
+    }
 
     if (opts.retrieval !== false && budget > 0) {
       for (const hit of index.search(question, RETRIEVED_FILES * 3)) {
@@ -444,7 +449,7 @@ export class WorkspaceMemory {
         if (!file) continue;
         const text = await readText(file, this.limits());
         if (text === null) continue;
-        for (const t of hit.terms) terms.add(t);
+        for (const t of hit.terms) if (!terms.has(t)) terms.set(t, 1);
         let ids = await encodeStreamText(tk, fileStreamText(file.streamPath, text));
         let line = 1;
         if (ids.length > left) {
