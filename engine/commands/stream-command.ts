@@ -41,6 +41,7 @@ export const streamCommand: Command = {
     every: { type: 'string', help: 'report a point every N tokens (default 8192)' },
     'decode-at': { type: 'string', help: 'measure decode after these many tokens, comma-separated, k = ×1024 (default: 4k and the end)' },
     deadline: { type: 'string', help: 'stop the stream after this many seconds and report how far it got (default: none)' },
+    profile: { type: 'string', help: "write onnxruntime's per-node profiles with this path prefix (see scripts/ort-profile-summary.mjs)" },
     peak: { type: 'boolean', help: "also measure the provider's fp16 (GPU) or fp32 (CPU) matmul throughput" },
     provider: providerOption,
     threads: threadsOption,
@@ -61,7 +62,7 @@ export const streamCommand: Command = {
     });
     const provider = choice<ProviderChoice>(ctx, 'provider', ['auto', 'webgpu', 'cuda', 'cpu'], 'auto');
     const threads = int(ctx, 'threads', 0, 0) || undefined;
-    const model = await WorkerModel.open(dir, { provider, threads });
+    const model = await WorkerModel.open(dir, { provider, threads, profilePrefix: str(ctx, 'profile') });
     const log = (line: string) => process.stderr.write(line + '\n');
     try {
       const V = model.pkg.config.vocabSize;

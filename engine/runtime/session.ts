@@ -24,6 +24,8 @@ export interface RunnerOptions {
   provider?: ProviderChoice;
   /** Intra-op threads for the CPU provider (default: ORT's choice, all cores). */
   threads?: number;
+  /** Write onnxruntime's per-node profile (JSON) with this path prefix, for performance work. */
+  profilePrefix?: string;
 }
 
 /** Every graph input that carries state from one run to the next, by name. */
@@ -67,12 +69,13 @@ function hasGpuDeviceNode(): boolean {
 }
 
 /** Opens a graph on the requested provider (auto: cuda, then webgpu, then cpu), with the reasons for the choice. */
-export async function createSession(fileFor: (ep: 'cuda' | 'webgpu' | 'cpu') => string, provider: ProviderChoice, threads?: number): Promise<{ session: ort.InferenceSession; report: ProviderReport }> {
+export async function createSession(fileFor: (ep: 'cuda' | 'webgpu' | 'cpu') => string, provider: ProviderChoice, threads?: number, profilePrefix?: string): Promise<{ session: ort.InferenceSession; report: ProviderReport }> {
   const base: ort.InferenceSession.SessionOptions = {
     graphOptimizationLevel: 'all',
     // Native warnings (e.g. shape ops placed on the CPU by design) would clutter the CLI's stderr.
     logSeverityLevel: 3,
     ...(threads ? { intraOpNumThreads: threads, interOpNumThreads: 1 } : {}),
+    ...(profilePrefix ? { enableProfiling: true, profileFilePrefix: profilePrefix } : {}),
   };
   const order: ('cuda' | 'webgpu' | 'cpu')[] = provider === 'auto' ? ['cuda', 'webgpu', 'cpu'] : [provider];
   const skipped: string[] = [];
@@ -127,7 +130,7 @@ export class ModelRunner {
     // GPU providers run the half-precision graphs when the package has them.
     const graphs = pkg.manifest.graphs;
     const pick = (ep: string, fp32: string | undefined, fp16: string | undefined) => (ep !== 'cpu' && fp16 ? fp16 : fp32);
-    const { session, report } = await createSession((ep) => path.join(pkg.dir, pick(ep, graphs.decoder, graphs.decoderFp16)!), options.provider ?? 'auto', options.threads);
+    const { session, report } = await createSession((ep) => path.join(pkg.dir, pick(ep, graphs.decoder, graphs.decoderFp16)!), options.provider ?? 'auto', options.threads, options.profilePrefix);
     const meta = session.inputMetadata as readonly { name: string; isTensor: boolean; type?: string; shape?: readonly (number | string)[] }[];
     const stateInputs = meta
       .filter((m) => !RUN_INPUTS.has(m.name))
@@ -135,7 +138,7 @@ export class ModelRunner {
     const names = new Set(session.inputNames);
     let step: ort.InferenceSession | null = null;
     const stepFile = pick(report.provider, graphs.step, graphs.stepFp16);
-    if (stepFile) step = (await createSession(() => path.join(pkg.dir, stepFile), report.provider, options.threads)).session;
+    if (stepFile) step = (await createSession(() => path.join(pkg.dir, stepFile), report.provider, options.threads, options.profilePrefix && `${options.profilePrefix}-step`)).session;
     return new ModelRunner(pkg, session, report, stateInputs, { call_start: names.has('call_start'), stream_position: names.has('stream_position') }, step);
   }
 
@@ -263,7 +266,15 @@ export class ModelRunner {
   }
 
   async release(): Promise<void> {
-    await this.session.release();
-    await this.stepSession?.release();
+    // Profiles are written when profiling ends (no-op otherwise).
+    for (const session of [this.session, this.stepSession]) {
+      if (!session) continue;
+      try {
+        (session as unknown as { endProfiling?: () => void }).endProfiling?.();
+      } catch {
+        // not profiling
+      }
+      await session.release();
+    }
   }
 }

@@ -1,0 +1,27 @@
+// Summarizes onnxruntime profile files (from `titan stream --profile PREFIX`): per graph, the number
+// of runs, wall time per run against the sum of kernel times (the gap is dispatch and sync), and the
+// ops that take the most time, by execution provider.
+// Usage: node scripts/ort-profile-summary.mjs <profile.json>…
+import * as fs from 'node:fs';
+
+for (const file of process.argv.slice(2)) {
+  const events = JSON.parse(fs.readFileSync(file, 'utf8'));
+  const runs = events.filter((e) => e.cat === 'Session' && e.name === 'model_run');
+  const kernels = events.filter((e) => e.cat === 'Node' && e.name.endsWith('_kernel_time'));
+  const byOp = new Map();
+  let kernelTotal = 0;
+  for (const e of kernels) {
+    const key = `${e.args.provider ?? '?'} ${e.args.op_name}`;
+    const v = byOp.get(key) ?? { us: 0, count: 0 };
+    v.us += e.dur;
+    v.count += 1;
+    byOp.set(key, v);
+    kernelTotal += e.dur;
+  }
+  const wall = runs.reduce((a, e) => a + e.dur, 0);
+  const n = Math.max(1, runs.length);
+  console.log(`== ${file}`);
+  console.log(`runs ${runs.length}; wall ${(wall / n / 1000).toFixed(2)} ms/run; kernels ${(kernelTotal / n / 1000).toFixed(2)} ms/run over ${(kernels.length / n).toFixed(0)} kernels/run`);
+  const top = [...byOp.entries()].sort((a, b) => b[1].us - a[1].us).slice(0, 25);
+  for (const [key, v] of top) console.log(`  ${key.padEnd(44)} ${(v.us / n / 1000).toFixed(3).padStart(9)} ms/run  ${(v.count / n).toFixed(0).padStart(5)} calls/run`);
+}
