@@ -167,6 +167,11 @@ export async function prepareContenders(specs: readonly ContenderSpec[], options
     if ('cli' in spec.make) await runCli([recipe[0], source, ...recipe.slice(1), '--out', dir], options.signal);
     else exportTransformersJs(source, dir, { dtype: options.dtype });
     fs.writeFileSync(done, new Date().toISOString() + '\n');
+    // Older builds of this contender (another engine version or source) are superseded: keep one per id.
+    const stale = new RegExp(`^${spec.id.replace(/[.]/g, '\\.')}-[0-9a-f]{12}$`);
+    for (const old of fs.readdirSync(path.dirname(dir))) {
+      if (stale.test(old) && path.join(path.dirname(dir), old) !== dir) fs.rmSync(path.join(path.dirname(dir), old), { recursive: true, force: true });
+    }
     prepared.push({ ...spec, dir, command, reused: false });
   }
   return prepared;

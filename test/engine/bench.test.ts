@@ -156,8 +156,15 @@ describe('titan bench --quick', () => {
     assert.deepEqual(prepared.map((p) => p.reused), [true, true, true, true]);
     assert.deepEqual(prepared.map((p) => p.dir), first.map((p) => p.dir));
     assert.deepEqual(prepared.map((p) => path.basename(p.dir).replace(/-[0-9a-f]{12}$/, '')), ids);
+    // A remade contender (here: another dtype) replaces its older builds in the cache, and only those.
+    const fake = path.join(cache(), 'base-0123456789ab');
+    fs.mkdirSync(fake);
+    const [fp16] = await prepareContenders([defaultContenders([32])[1]], { source: DEMO, cacheDir: cache(), dtype: 'fp16', log: () => undefined });
+    assert.equal(fp16.reused, false);
+    assert.ok(fs.existsSync(fp16.dir) && !fs.existsSync(fake) && !fs.existsSync(prepared[1].dir));
+    assert.ok(fs.existsSync(prepared[0].dir) && fs.existsSync(prepared[2].dir));
     // A prebuilt package joins as a contender of its own kind.
-    const pkg = parsePackage(`mine=${prepared[1].dir}`);
+    const pkg = parsePackage(`mine=${fp16.dir}`);
     assert.equal(pkg.role, 'full-attention');
     assert.equal(pkg.window, null);
   });
