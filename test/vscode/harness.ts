@@ -27,6 +27,8 @@ export function requireSetup(needDist = true): void {
   ].filter(([file]) => !fs.existsSync(file));
   if (missing.length) throw new Error(`${missing.map(([f, w]) => `${w} (${f})`).join(', ')} missing: run bash scripts/vscode-e2e-setup.sh`);
   if (needDist && !fs.existsSync(path.join(repoRoot, 'dist', 'extension.js'))) throw new Error('dist/extension.js missing: run npm run build');
+  const demo = path.join(repoRoot, 'media', 'models', 'code-llama-19m', 'config.json');
+  if (needDist && !fs.existsSync(demo)) throw new Error(`the bundled demo model is missing (${demo}): the extension cannot answer without it`);
 }
 
 /** Bundles the Mocha suites under test/vscode/suite/ into out/test/index.js (vscode and mocha stay external). */
