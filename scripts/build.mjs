@@ -16,6 +16,7 @@ if (fs.existsSync('engine/runtime/worker.ts')) builds.push({ entryPoints: { 'eng
 if (fs.existsSync('engine/bench/child.ts')) builds.push({ entryPoints: { 'engine/bench-child': 'engine/bench/child.ts' }, platform: 'node', format: 'cjs', outdir: 'dist', external: nodeExternal });
 if (fs.existsSync('engine/server.ts')) builds.push({ entryPoints: { 'engine/server': 'engine/server.ts' }, platform: 'node', format: 'cjs', outdir: 'dist', external: nodeExternal });
 if (fs.existsSync('engine/server/titanize-worker.ts')) builds.push({ entryPoints: { 'engine/titanize-worker': 'engine/server/titanize-worker.ts' }, platform: 'node', format: 'cjs', outdir: 'dist', external: nodeExternal });
+if (fs.existsSync('engine/train/align-worker.ts')) builds.push({ entryPoints: { 'engine/align-worker': 'engine/train/align-worker.ts' }, platform: 'node', format: 'cjs', outdir: 'dist', external: nodeExternal });
 if (fs.existsSync('extension/extension.ts')) builds.push({ entryPoints: { extension: 'extension/extension.ts' }, platform: 'node', format: 'cjs', outdir: 'dist', external: nodeExternal });
 if (fs.existsSync('webview/main.ts')) builds.push({ entryPoints: { 'webview/main': 'webview/main.ts' }, platform: 'browser', format: 'esm', outdir: 'dist', target: 'es2022' });
 

@@ -36,15 +36,22 @@ export function alignOptionsFromArgs(ctx: CommandContext): Omit<AlignOptions, 's
   noExtraPositionals(ctx, 1);
   const dataText = str(ctx, 'data');
   if (!dataText) throw new UsageError('missing --data workspace:<dir> or jsonl:<file>');
-  if (str(ctx, 'steps') !== undefined && str(ctx, 'epochs') !== undefined) throw new UsageError('give --steps or --epochs, not both');
+  if (['steps', 'epochs', 'minutes'].filter((k) => str(ctx, k) !== undefined).length > 1) throw new UsageError('give one of --steps, --epochs and --minutes');
   const out = str(ctx, 'out') ?? `${path.resolve(packageDir)}-aligned`;
   const evalEvery = str(ctx, 'eval-every');
+  const data = parseDataSpec(dataText);
+  const exclude = ctx.values.exclude;
+  if (exclude !== undefined) {
+    if (data.kind !== 'workspace') throw new UsageError('--exclude applies to workspace: data');
+    data.exclude = Array.isArray(exclude) ? exclude : [String(exclude)];
+  }
   return {
     packageDir,
-    data: parseDataSpec(dataText),
+    data,
     out,
     steps: str(ctx, 'steps') === undefined ? undefined : int(ctx, 'steps', 0, 1),
     epochs: str(ctx, 'epochs') === undefined ? undefined : num(ctx, 'epochs', 1, 1e-9),
+    minutes: str(ctx, 'minutes') === undefined ? undefined : num(ctx, 'minutes', 10, 1e-3),
     lr: num(ctx, 'lr', 5e-4, 1e-12, 1),
     warmup: str(ctx, 'warmup') === undefined ? undefined : int(ctx, 'warmup', 0, 0),
     weightDecay: num(ctx, 'weight-decay', 0.01, 0, 1),
@@ -109,7 +116,7 @@ function progressPrinter(): (e: AlignEvent) => void {
         line(`data: ${e.summary.trainSequences} training sequences (${e.summary.trainTokens} tokens from ${e.summary.trainItems} ${e.summary.kind === 'workspace' ? 'files' : 'samples'}), ${e.summary.validationSequences} held out (${e.summary.validationTokens} tokens)${e.summary.truncated ? `, ${e.summary.truncated} truncated` : ''}`, true);
         break;
       case 'start':
-        line(`training ${e.params} LoRA parameters on ${e.provider}: steps ${e.startStep + 1}–${e.totalSteps}`, true);
+        line(`training ${e.params} LoRA parameters on ${e.provider}: ${e.totalSteps !== null ? `steps ${e.startStep + 1}–${e.totalSteps}` : `${e.minutes} minutes from step ${e.startStep + 1}`}`, true);
         break;
       case 'step': {
         const now = performance.now();
@@ -131,7 +138,7 @@ function progressPrinter(): (e: AlignEvent) => void {
 export function reportText(r: AlignReport): string {
   const v = r.validation;
   const lines = [
-    `aligned ${r.package} in ${formatDuration(r.seconds)} on ${r.provider}: ${r.steps.done} steps, ${r.tokens} tokens (${r.tokensPerSecond.toFixed(0)} tokens/s)${r.steps.resumedFrom !== null ? `, resumed at step ${r.steps.resumedFrom}` : ''}`,
+    `aligned ${r.package} in ${formatDuration(r.wallSeconds)} on ${r.provider}: ${r.steps.done} steps, ${r.tokens} tokens (${r.tokensPerSecond.toFixed(0)} tokens/s)${r.steps.resumedFrom !== null ? `, resumed at step ${r.steps.resumedFrom}` : ''}`,
   ];
   if (v.before && v.after) lines.push(`validation loss ${v.before.loss.toFixed(4)} → ${v.after.loss.toFixed(4)} (perplexity ${v.before.perplexity.toFixed(3)} → ${v.after.perplexity.toFixed(3)})${v.best ? `, best ${v.best.loss.toFixed(4)} at step ${v.best.step}` : ''}`);
   if (r.train.firstLoss !== null && r.train.meanLastTen !== null) lines.push(`training loss ${r.train.firstLoss.toFixed(4)} at the first step, ${r.train.meanLastTen.toFixed(4)} over the last ten`);
@@ -144,13 +151,15 @@ export function reportText(r: AlignReport): string {
 export const alignCommand: Command = {
   name: 'align',
   usage:
-    'align <package-dir> --data workspace:<dir>|jsonl:<file> [--steps N | --epochs E] [--lr LR] [--batch B] [--seq T] [--rank R] [--alpha A] [--dropout P] [--targets q,k,v,o] [--mag-schedule constant|gradual|cyclic] [--out DIR] [--resume] [--json]',
+    'align <package-dir> --data workspace:<dir>|jsonl:<file> [--steps N | --epochs E | --minutes M] [--lr LR] [--batch B] [--seq T] [--rank R] [--alpha A] [--dropout P] [--targets q,k,v,o] [--mag-schedule constant|gradual|cyclic] [--out DIR] [--resume] [--json]',
   summary: 'LoRA fine-tuning (alignment) of a package on a workspace or an instruction file: adapter + merged package.',
   options: {
     data: { type: 'string', help: 'workspace:<dir> (next-token loss, files held out for validation) or jsonl:<file> (alpaca or chat messages, loss on the answers)' },
+    exclude: { type: 'string', multiple: true, help: 'workspace data: a glob of files to leave out, relative to the folder (repeatable)' },
     out: { type: 'string', help: 'output folder (default <package>-aligned): adapter/, package/, checkpoint/, report.json' },
     steps: { type: 'string', help: 'optimizer steps (default: one epoch, at most 500)' },
     epochs: { type: 'string', help: 'passes over the training data, instead of --steps' },
+    minutes: { type: 'string', help: 'train for this much wall time instead (validations included); the learning rate decays over it' },
     lr: { type: 'string', help: 'peak learning rate (default 5e-4), linear warmup then cosine decay' },
     warmup: { type: 'string', help: 'warmup steps (default 5 % of the run)' },
     'weight-decay': { type: 'string', help: 'AdamW weight decay (default 0.01)' },

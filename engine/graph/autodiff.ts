@@ -17,7 +17,7 @@ import type { onnx } from 'onnx-proto';
 import type { GraphBuilder, GraphView, Value } from './builder';
 import { ELEMENTWISE_RULES } from './autodiff/elementwise';
 import { LINALG_RULES } from './autodiff/linalg';
-import type { NodeContext, OpRule, VjpContext } from './autodiff/rule';
+import { isSlab, type Gradient, type NodeContext, type OpRule, type Slab, type VjpContext } from './autodiff/rule';
 import { SHAPE_RULES } from './autodiff/shape-ops';
 import { Attrs, ElemType, initializerInfo, isFloat, type TensorInfo } from './autodiff/tensor';
 
@@ -127,17 +127,24 @@ export function gradients(g: GraphBuilder, loss: Value, wrt: readonly Value[]): 
     for (const n of node.input ?? []) if (n && active.has(n)) needed.add(n);
   }
 
-  // The reverse sweep.
-  const grads = new Map<string, Value>();
-  const accumulate = (name: string, grad: Value) => {
-    const prev = grads.get(name);
-    grads.set(name, prev ? g.op('Add', [prev, grad]) : grad);
+  // The reverse sweep. A value's gradient contributions are collected and summed when it is first
+  // read, which is after every consumer has contributed (consumers come later in the node order).
+  const pending = new Map<string, Gradient[]>();
+  const done = new Map<string, Value | null>();
+  const accumulate = (name: string, grad: Gradient) => {
+    const list = pending.get(name) ?? [];
+    list.push(grad);
+    pending.set(name, list);
   };
-  grads.set(loss.name, g.constant('float32', lossInfo.shape, new Float32Array(lossInfo.shape.length ? lossInfo.shape.reduce((a, b) => a * b, 1) : 1).fill(1)));
+  const gradOf = (name: string): Value | null => {
+    if (!done.has(name)) done.set(name, sumContributions(g, pending.get(name) ?? [], infos.get(name)!.shape));
+    return done.get(name)!;
+  };
+  accumulate(loss.name, g.constant('float32', lossInfo.shape, new Float32Array(lossInfo.shape.length ? lossInfo.shape.reduce((a, b) => a * b, 1) : 1).fill(1)));
   for (let k = nodes.length - 1; k >= 0; k--) {
     const node = nodes[k];
     const outNames = node.output ?? [];
-    const gys = outNames.map((n) => (n && needed.has(n) ? (grads.get(n) ?? null) : null));
+    const gys = outNames.map((n) => (n && needed.has(n) ? gradOf(n) : null));
     if (gys.every((x) => x === null)) continue;
     const inNames = node.input ?? [];
     if (!inNames.some((n) => n && needed.has(n))) continue;
@@ -158,10 +165,52 @@ export function gradients(g: GraphBuilder, loss: Value, wrt: readonly Value[]): 
     });
   }
   return wrt.map((v) => {
-    const grad = grads.get(v.name);
+    const grad = needed.has(v.name) ? gradOf(v.name) : null;
     if (grad) return grad;
     const info = infos.get(v.name);
     if (!info) throw new Error(`autodiff: ${v.name} is not a value of this graph`);
     return g.op('Expand', [g.float(0), g.ints(info.shape)]);
   });
+}
+
+/**
+ * The sum of a value's gradient contributions. Slabs (blocks along one axis) that do not overlap are
+ * laid side by side with zero fill in one Concat — the gradient of a run of Gathers or Slices over one
+ * tensor — instead of one full-size padded tensor per block.
+ */
+function sumContributions(g: GraphBuilder, parts: Gradient[], shape: readonly number[]): Value | null {
+  if (parts.length === 0) return null;
+  const dense = parts.filter((p): p is Value => !isSlab(p));
+  let slabs = parts.filter(isSlab);
+  const pad = (s: Slab): Value => {
+    const pads = new Array<number>(2 * shape.length).fill(0);
+    pads[s.axis] = s.start;
+    pads[shape.length + s.axis] = shape[s.axis] - s.start - s.size;
+    return g.op('Pad', [s.value, g.ints(pads)]);
+  };
+  const terms: Value[] = [...dense];
+  if (slabs.length === 1) terms.push(pad(slabs[0]));
+  else if (slabs.length > 1) {
+    slabs = [...slabs].sort((a, b) => a.start - b.start);
+    const axis = slabs[0].axis;
+    const disjoint = slabs.every((s, i) => s.axis === axis && (i === 0 || s.start >= slabs[i - 1].start + slabs[i - 1].size));
+    if (!disjoint) terms.push(...slabs.map(pad));
+    else {
+      const pieces: Value[] = [];
+      const gap = (size: number) => {
+        const dims = [...shape];
+        dims[axis] = size;
+        pieces.push(g.op('Expand', [g.float(0), g.ints(dims)]));
+      };
+      let at = 0;
+      for (const s of slabs) {
+        if (s.start > at) gap(s.start - at);
+        pieces.push(s.value);
+        at = s.start + s.size;
+      }
+      if (at < shape[axis]) gap(shape[axis] - at);
+      terms.push(g.op('Concat', pieces, { axis }));
+    }
+  }
+  return terms.reduce((acc, t) => g.op('Add', [acc, t]));
 }

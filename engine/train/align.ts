@@ -19,7 +19,7 @@ import type { TpttSettings } from '../titanize/settings';
 import { hasCheckpoint, loadCheckpoint, saveCheckpoint, settingsDifferences, checkpointDir } from './checkpoint';
 import { bucketFor, bucketLengths, loadDataset, type DataSpec, type Dataset, type DatasetSummary, type TrainingSequence } from './data';
 import { initLora, loraSlots, validateLoraSpec, type LoraSlot, type LoraSpec } from './lora';
-import { adamwStep, clipGradients, learningRate, magSchedule, magWeightAt, newParamState, type MagSchedule, type ParamState } from './optimizer';
+import { adamwStep, clipGradients, learningRate, learningRateByProgress, magSchedule, magWeightAt, newParamState, type MagSchedule, type ParamState } from './optimizer';
 import { mergeBlocker, writeAdapter, writeMergedPackage } from './output';
 import { TrainingSessions } from './sessions';
 
@@ -31,6 +31,11 @@ export interface AlignOptions {
   /** Optimizer steps; or `epochs` passes over the training sequences. Default: one epoch, at most 500 steps. */
   steps?: number;
   epochs?: number;
+  /**
+   * Train for this many minutes of wall time instead (validations included; graph building and
+   * loading before the first step not): the learning rate follows the cosine over the time budget.
+   */
+  minutes?: number;
   /** Peak learning rate (the paper: 5e-4). */
   lr: number;
   /** Warmup steps (default 5 % of the run, at least 1). */
@@ -65,7 +70,7 @@ export interface AlignOptions {
 export type AlignEvent =
   | { type: 'stage'; message: string }
   | { type: 'data'; summary: DatasetSummary }
-  | { type: 'start'; totalSteps: number; startStep: number; provider: string; params: number }
+  | { type: 'start'; totalSteps: number | null; minutes: number | null; startStep: number; provider: string; params: number }
   | { type: 'step'; step: number; totalSteps: number; loss: number; lr: number; mu: number; gradNorm: number; tokens: number; tokensPerSecond: number; elapsed: number; eta: number }
   | { type: 'eval'; step: number; loss: number; perplexity: number; tokens: number }
   | { type: 'checkpoint'; step: number; dir: string };
@@ -94,8 +99,10 @@ export interface AlignReport {
   data: DatasetSummary;
   settings: Record<string, unknown>;
   steps: { done: number; total: number; resumedFrom: number | null };
-  /** Training time (seconds, across resumes) and throughput (input tokens per second). */
+  /** Training time (seconds in training steps, across resumes) and throughput (input tokens per second). */
   seconds: number;
+  /** Wall time of the training loop, validations and checkpoints included (graph loading excluded). */
+  wallSeconds: number;
   tokens: number;
   tokensPerSecond: number;
   train: { firstLoss: number | null; lastLoss: number | null; meanLastTen: number | null };
@@ -160,7 +167,8 @@ function checkOptions(o: AlignOptions): void {
   positiveInt(o.batch, 'batch');
   positiveInt(o.sequence, 'sequence length');
   if (o.epochs !== undefined && !(o.epochs > 0)) throw new ModelError(`epochs must be positive, got ${o.epochs}`);
-  if (o.steps !== undefined && o.epochs !== undefined) throw new ModelError('give --steps or --epochs, not both');
+  if ([o.steps, o.epochs, o.minutes].filter((v) => v !== undefined).length > 1) throw new ModelError('give one of --steps, --epochs and --minutes');
+  if (o.minutes !== undefined && !(o.minutes > 0 && Number.isFinite(o.minutes))) throw new ModelError(`minutes must be a positive number, got ${o.minutes}`);
   if (!(o.lr > 0) || !Number.isFinite(o.lr)) throw new ModelError(`learning rate must be a positive number, got ${o.lr}`);
   if (!(o.weightDecay >= 0)) throw new ModelError(`weight decay must be ≥ 0, got ${o.weightDecay}`);
   if (!(o.clip >= 0)) throw new ModelError(`gradient clipping norm must be ≥ 0, got ${o.clip}`);
@@ -212,7 +220,7 @@ export async function align(options: AlignOptions): Promise<AlignReport> {
   const tokenizer = loadTokenizer(pkg.dir);
   const T = options.sequence;
   // Read what the planned steps consume (and at least 256K tokens, for variety), not a whole large workspace.
-  const budget = options.steps ? Math.max(Math.ceil(options.steps * options.batch * T * 1.05) + 2 * T, 1 << 18) : undefined;
+  const budget = options.steps && !options.minutes ? Math.max(Math.ceil(options.steps * options.batch * T * 1.05) + 2 * T, 1 << 18) : undefined;
   const dataset = await loadDataset(options.data, tokenizer, {
     sequence: T,
     validationFraction: options.validationFraction,
@@ -224,11 +232,14 @@ export async function align(options: AlignOptions): Promise<AlignReport> {
   emit({ type: 'data', summary: dataset.summary });
   const buckets = options.data.kind === 'jsonl' ? bucketLengths(T) : [T];
   const epochSteps = Math.ceil(dataset.train.length / options.batch);
-  const totalSteps = options.steps ?? (options.epochs !== undefined ? Math.max(1, Math.ceil((options.epochs * dataset.train.length) / options.batch)) : Math.min(epochSteps, 500));
-  if (options.steps === undefined && options.epochs === undefined && epochSteps > 500) notes.push(`one epoch is ${epochSteps} steps; ran 500 (pass --steps or --epochs for more)`);
-  const warmup = options.warmup ?? Math.max(1, Math.round(totalSteps * 0.05));
-  const evalEvery = options.evalEvery ?? Math.max(1, Math.round(totalSteps / 10));
-  const checkpointEvery = options.checkpointEvery ?? (evalEvery || Math.max(1, Math.round(totalSteps / 10)));
+  // A time budget runs until the time is spent (the step count is known only at the end).
+  const timeBudget = options.minutes !== undefined ? options.minutes * 60 : null;
+  const totalSteps = timeBudget !== null ? Infinity : (options.steps ?? (options.epochs !== undefined ? Math.max(1, Math.ceil((options.epochs * dataset.train.length) / options.batch)) : Math.min(epochSteps, 500)));
+  if (options.steps === undefined && options.epochs === undefined && timeBudget === null && epochSteps > 500) notes.push(`one epoch is ${epochSteps} steps; ran 500 (pass --steps, --epochs or --minutes for more)`);
+  const warmup = options.warmup ?? (timeBudget !== null ? 10 : Math.max(1, Math.round(totalSteps * 0.05)));
+  // Validations and checkpoints: ten per run (by steps, or by time for a time budget).
+  const evalEvery = options.evalEvery ?? (timeBudget !== null ? null : Math.max(1, Math.round(totalSteps / 10)));
+  const checkpointEvery = options.checkpointEvery ?? evalEvery;
 
   // The settings that fix the run's trajectory (a resume must match them).
   const runSettings: Record<string, unknown> = {
@@ -238,7 +249,8 @@ export async function align(options: AlignOptions): Promise<AlignReport> {
     data: dataKey(dataset),
     sequence: T,
     batch: options.batch,
-    steps: totalSteps,
+    steps: Number.isFinite(totalSteps) ? totalSteps : null,
+    minutes: options.minutes ?? null,
     lr: options.lr,
     warmup,
     weightDecay: options.weightDecay,
@@ -260,6 +272,7 @@ export async function align(options: AlignOptions): Promise<AlignReport> {
   let history: StepRecord[] = [];
   let evals: EvalRecord[] = [];
   let priorSeconds = 0;
+  let priorWall = 0;
   let priorTokens = 0;
   if (options.resume) {
     const state = loadCheckpoint(out, params);
@@ -269,6 +282,7 @@ export async function align(options: AlignOptions): Promise<AlignReport> {
     history = state.history as StepRecord[];
     evals = state.evals as EvalRecord[];
     priorSeconds = state.seconds;
+    priorWall = state.wallSeconds ?? state.seconds;
     priorTokens = state.tokens;
   }
   fs.mkdirSync(out, { recursive: true });
@@ -286,7 +300,7 @@ export async function align(options: AlignOptions): Promise<AlignReport> {
     const evalBuckets = [...new Set(dataset.validation.map((s) => bucketFor(s.tokens.length - 1, buckets)))].sort((a, b) => a - b);
     await sessions.prepare(trainBuckets, evalBuckets);
     const provider = sessions.provider?.provider ?? options.provider;
-    emit({ type: 'start', totalSteps, startStep, provider, params: params.reduce((s, p) => s + p.value.length, 0) });
+    emit({ type: 'start', totalSteps: Number.isFinite(totalSteps) ? totalSteps : null, minutes: options.minutes ?? null, startStep, provider, params: params.reduce((s, p) => s + p.value.length, 0) });
 
     const validate = async (step: number) => {
       if (dataset.validation.length === 0) return;
@@ -303,17 +317,22 @@ export async function align(options: AlignOptions): Promise<AlignReport> {
     let seconds = priorSeconds;
     let tokens = priorTokens;
     let step = startStep;
+    const loopStart = performance.now();
+    const wall = () => priorWall + (performance.now() - loopStart) / 1000;
     const saveNow = () => {
-      const dir = saveCheckpoint(out, { step, settings: runSettings, history, evals, seconds, tokens }, params);
+      const dir = saveCheckpoint(out, { step, settings: runSettings, history, evals, seconds, wallSeconds: wall(), tokens }, params);
       emit({ type: 'checkpoint', step, dir });
     };
-    for (; step < totalSteps; ) {
+    /** Where the run stands in [0, 1]: by steps, or by wall time for a time budget. */
+    const progress = () => (timeBudget !== null ? Math.min(1, wall() / timeBudget) : step / totalSteps);
+    let nextTimedEval = timeBudget !== null ? (Math.floor((wall() / timeBudget) * 10) + 1) / 10 : Infinity;
+    for (; timeBudget !== null ? wall() < timeBudget : step < totalSteps; ) {
       if (options.signal?.aborted) break;
       const t0 = performance.now();
       const batch = Array.from({ length: options.batch }, (_, m) => sequenceAt(dataset.train, options.seed, options.batch, step, m, orders));
       const scored = batch.reduce((s, q) => s + q.scored.reduce((a, b) => a + b, 0), 0);
       const mu = magWeightAt(mag, step);
-      const lr = learningRate(step, totalSteps, options.lr, warmup);
+      const lr = timeBudget !== null ? learningRateByProgress(step, wall() / timeBudget, options.lr, warmup) : learningRate(step, totalSteps, options.lr, warmup);
       for (const g of grads) g.fill(0);
       let loss = 0;
       let stepTokens = 0;
@@ -346,14 +365,22 @@ export async function align(options: AlignOptions): Promise<AlignReport> {
       fs.appendFileSync(logFile, JSON.stringify(record) + '\n');
       const recent = history.slice(-10);
       const perStep = recent.reduce((s, h) => s + h.seconds, 0) / recent.length;
-      emit({ type: 'step', step, totalSteps, loss, lr, mu, gradNorm, tokens: stepTokens, tokensPerSecond: stepTokens / dt, elapsed: seconds, eta: perStep * (totalSteps - step) });
-      const last = step === totalSteps;
-      if (evalEvery > 0 && step % evalEvery === 0 && !last) await validate(step);
-      if ((step % checkpointEvery === 0 && !last) || options.signal?.aborted) saveNow();
+      const eta = timeBudget !== null ? Math.max(0, timeBudget - wall()) : perStep * (totalSteps - step);
+      const shownTotal = timeBudget !== null ? Math.max(step, Math.round(step / Math.max(progress(), 1e-9))) : totalSteps;
+      emit({ type: 'step', step, totalSteps: shownTotal, loss, lr, mu, gradNorm, tokens: stepTokens, tokensPerSecond: stepTokens / dt, elapsed: seconds, eta });
+      const last = timeBudget !== null ? wall() >= timeBudget : step === totalSteps;
+      let checkpoint = options.signal?.aborted === true;
+      if (evalEvery !== null ? evalEvery > 0 && step % evalEvery === 0 && !last : progress() >= nextTimedEval && !last) {
+        await validate(step);
+        nextTimedEval = (Math.floor(progress() * 10) + 1) / 10;
+        checkpoint ||= checkpointEvery === null;
+      }
+      if (checkpointEvery !== null && step % checkpointEvery === 0 && !last) checkpoint = true;
+      if (checkpoint) saveNow();
     }
     if (options.signal?.aborted) {
       saveNow();
-      throw new AlignCancelledError(`cancelled after step ${step} of ${totalSteps}; the checkpoint in ${checkpointDir(out)} keeps it — continue with the same command and --resume`);
+      throw new AlignCancelledError(`cancelled after step ${step}${Number.isFinite(totalSteps) ? ` of ${totalSteps}` : ''}; the checkpoint in ${checkpointDir(out)} keeps it — continue with the same command and --resume`);
     }
     await validate(step);
     saveNow();
@@ -382,8 +409,9 @@ export async function align(options: AlignOptions): Promise<AlignReport> {
       provider,
       data: dataset.summary,
       settings: { ...runSettings, evalEvery, checkpointEvery, magSchedule: mag, provider: sessions.provider?.reason ?? provider },
-      steps: { done: step, total: totalSteps, resumedFrom: options.resume ? startStep : null },
+      steps: { done: step, total: Number.isFinite(totalSteps) ? totalSteps : step, resumedFrom: options.resume ? startStep : null },
       seconds,
+      wallSeconds: wall(),
       tokens,
       tokensPerSecond: tokens / Math.max(seconds, 1e-9),
       train: { firstLoss: trainLosses[0] ?? null, lastLoss: trainLosses.at(-1) ?? null, meanLastTen: lastTen.length ? lastTen.reduce((a, b) => a + b, 0) / lastTen.length : null },

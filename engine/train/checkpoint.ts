@@ -31,8 +31,9 @@ export interface CheckpointState {
   /** Per-step and evaluation records so far (kept for the final report). */
   history: unknown[];
   evals: unknown[];
-  /** Training seconds and tokens so far (for throughput across resumes). */
+  /** Training seconds, loop wall seconds and tokens so far (for throughput and time budgets across resumes). */
   seconds: number;
+  wallSeconds?: number;
   tokens: number;
   savedAt: string;
 }

@@ -21,7 +21,7 @@ import { ModelError } from '../model/errors';
 import type { ChatMessage, TitanTokenizer } from '../model/tokenizer';
 import { throwIfCancelled } from '../runtime/generate';
 
-export type DataSpec = { kind: 'workspace'; dir: string } | { kind: 'jsonl'; file: string };
+export type DataSpec = { kind: 'workspace'; dir: string; exclude?: string[] } | { kind: 'jsonl'; file: string };
 
 /** Parses `workspace:<dir>` or `jsonl:<file>` (a bare path: a folder is a workspace, a .jsonl file JSONL). */
 export function parseDataSpec(text: string): DataSpec {
@@ -111,11 +111,13 @@ function evenlySpaced<T>(items: T[], max: number): T[] {
 
 const scoredCount = (seqs: TrainingSequence[]) => seqs.reduce((s, q) => s + q.scored.reduce((a, b) => a + b, 0), 0);
 
-export async function workspaceDataset(dir: string, tokenizer: TitanTokenizer, options: DatasetOptions): Promise<Dataset> {
+export async function workspaceDataset(dir: string, tokenizer: TitanTokenizer, options: DatasetOptions & { exclude?: string[] }): Promise<Dataset> {
   if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new ModelError(`workspace folder ${dir} does not exist or is not a folder`);
   const T = options.sequence;
   options.onProgress?.(`listing ${dir}`);
-  const found = await discoverWorkspace([path.resolve(dir)], { signal: options.signal });
+  // Globs relative to the folder (VS Code's files.exclude form): `**/*.test.ts`, `docs/**`.
+  const exclude = options.exclude?.length ? options.exclude : undefined;
+  const found = await discoverWorkspace([path.resolve(dir)], { signal: options.signal, exclude });
   const files = found.files;
   if (files.length < 2) {
     throw new ModelError(`${dir} has ${files.length} usable text file${files.length === 1 ? '' : 's'} (${found.counts.skipped} skipped, ${found.counts.ignored} ignored); alignment holds out whole files for validation and needs at least 2`);
@@ -316,7 +318,7 @@ export async function jsonlDataset(file: string, tokenizer: TitanTokenizer, opti
 }
 
 export function loadDataset(spec: DataSpec, tokenizer: TitanTokenizer, options: DatasetOptions): Promise<Dataset> {
-  return spec.kind === 'workspace' ? workspaceDataset(spec.dir, tokenizer, options) : jsonlDataset(spec.file, tokenizer, options);
+  return spec.kind === 'workspace' ? workspaceDataset(spec.dir, tokenizer, { ...options, exclude: spec.exclude }) : jsonlDataset(spec.file, tokenizer, options);
 }
 
 /** Graph lengths used for sequences of up to T inputs: T, T/2, T/4 … down to 64 (short samples run in a smaller graph). */

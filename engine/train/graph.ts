@@ -93,6 +93,7 @@ export interface TrainingForward {
 export function buildTrainingForward(g: GraphBuilder, pkg: LoadedPackage, options: Omit<TrainingGraphOptions, 'weightsFile'>): TrainingForward {
   const { config, manifest } = pkg;
   const T = options.sequence;
+  if (config.vocabSize > 2 ** 24) throw new ModelError(`vocabularies above 2²⁴ tokens are not supported for training (${config.vocabSize})`);
   if (!Number.isInteger(T) || T < 2) throw new ModelError(`training sequences need at least 2 tokens, got ${T}`);
   const settings = manifest.kind === 'titan' ? (manifest.tptt as unknown as TpttSettings | undefined) : undefined;
   if (manifest.kind === 'titan' && !settings) throw new ModelError(`${pkg.dir}: Titan package without TPTT settings in its manifest; convert it again`);
@@ -146,12 +147,17 @@ export function buildTrainingForward(g: GraphBuilder, pkg: LoadedPackage, option
   });
 
   // ── loss: −log softmax(logits)[target], weighted ──
+  // Written with Max/Exp/Log/ReduceSum and a float one-hot rather than LogSoftmax and an int64 compare,
+  // which the WebGPU provider would run on the CPU (copying [T, V] logits both ways every step).
   const V = config.vocabSize;
   const all = logits.length === 1 ? logits[0] : g.op('Concat', logits, { axis: 0 }); // [T, V]
-  const logp = g.op('LogSoftmax', [all], { axis: -1 });
-  const vocab = g.constant('int64', [1, V], Array.from({ length: V }, (_, i) => i));
-  const onehot = g.op('Cast', [g.op('Equal', [g.op('Unsqueeze', [targets, g.ints([1])]), vocab])], { to: 1 }); // [T, V]
-  const nll = g.op('Neg', [g.op('ReduceSum', [g.op('Mul', [logp, onehot]), g.ints([1])], { keepdims: 0 })]); // [T]
+  const max = g.op('ReduceMax', [all, g.ints([-1])], { keepdims: 1 }); // [T, 1]
+  const shifted = g.op('Sub', [all, max]);
+  const lse = g.op('Add', [max, g.op('Log', [g.op('ReduceSum', [g.op('Exp', [shifted]), g.ints([-1])], { keepdims: 1 })])]); // [T, 1]
+  const vocab = g.constant('float32', [1, V], Float32Array.from({ length: V }, (_, i) => i));
+  const target = g.op('Unsqueeze', [g.op('Cast', [targets], { to: 1 }), g.ints([1])]); // [T, 1], exact below 2²⁴
+  const picked = g.op('ReduceSum', [g.op('Where', [g.op('Equal', [target, vocab]), all, g.float(0)]), g.ints([-1])], { keepdims: 1 }); // [T, 1]
+  const nll = g.op('Reshape', [g.op('Sub', [lse, picked]), g.ints([T])]); // [T]
   const loss = g.op('ReduceSum', [g.op('Mul', [nll, lossWeights])], { keepdims: 0 }); // []
   return { loss, nll, slots: lora.slots, magInput: mag !== null, dropoutMasks: dropout, runs };
 }

@@ -70,6 +70,12 @@ export function learningRate(step: number, total: number, peak: number, warmup: 
   return floor + (peak - floor) * 0.5 * (1 + Math.cos(Math.PI * progress));
 }
 
+/** The same schedule when the run's length is a time budget: warmup by steps, cosine by `progress` in [0, 1]. */
+export function learningRateByProgress(step: number, progress: number, peak: number, warmup: number, floor = 0): number {
+  const cosine = floor + (peak - floor) * 0.5 * (1 + Math.cos(Math.PI * Math.min(1, Math.max(0, progress))));
+  return warmup > 0 && step < warmup ? (cosine * (step + 1)) / warmup : cosine;
+}
+
 export type MagSchedule = 'constant' | 'gradual' | 'cyclic';
 export const MAG_SCHEDULES: readonly MagSchedule[] = ['constant', 'gradual', 'cyclic'];
 

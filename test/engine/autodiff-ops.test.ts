@@ -159,6 +159,28 @@ const CASES: OpCase[] = [
     },
   },
   {
+    name: 'blocks of one tensor read by several Gathers and Slices (disjoint, repeated, and with a dense use)',
+    ops: ['Gather', 'Slice'],
+    build(g) {
+      const x = param(g, 'x', [6, 3]);
+      const y = param(g, 'y', [6, 3]);
+      const rowOf = (v: Value, j: number) => g.op('Gather', [v, g.int(j)], { axis: 0 }); // [3]
+      const block = (v: Value, a: number, b: number) => g.op('Reshape', [g.op('Slice', [v, g.ints([a]), g.ints([b]), g.ints([0])]), g.ints([-1])]);
+      const parts = [
+        // x: rows 0, 2 and the block 3..5 — disjoint, with a gap at row 1
+        g.op('Mul', [rowOf(x.value, 0), rowOf(x.value, 0)]),
+        g.op('Exp', [rowOf(x.value, 2)]),
+        block(x.value, 3, 5),
+        // y: row 1 twice and the block 0..2 overlapping it, plus a dense use of all of y
+        g.op('Sin', [rowOf(y.value, 1)]),
+        g.op('Mul', [rowOf(y.value, 1), g.float(3)]),
+        block(y.value, 0, 2),
+        g.op('Reshape', [g.op('Tanh', [y.value]), g.ints([-1])]),
+      ];
+      return { params: [x, y], output: g.op('Concat', parts, { axis: 0 }) };
+    },
+  },
+  {
     name: 'MatMul 2-D and batched with broadcasting',
     ops: ['MatMul'],
     build(g) {

@@ -8,7 +8,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { readSafetensorsHeader } from '../../engine/model/safetensors';
-import { align, AlignCancelledError, type AlignOptions, type StepRecord } from '../../engine/train/align';
+import { align, AlignCancelledError, type AlignEvent, type AlignOptions, type StepRecord } from '../../engine/train/align';
+import { runAlignJob } from '../../engine/train/align-job';
 import { runTitan, tinyTitanPackage, writeSyntheticWorkspace } from '../helpers/workspace';
 
 let root: string;
@@ -104,6 +105,40 @@ describe('titan align (tiny model)', () => {
     assert.deepEqual(mus(cyclic.out), [0, 0.5, 1, 0]);
   });
 
+  test('as a worker-thread job (the engine server path): events stream, the main thread stays free, cancelling keeps a checkpoint', async () => {
+    const out = path.join(root, 'job');
+    const input = options(out, { steps: 4, evalEvery: 0, merge: false });
+    const events: AlignEvent[] = [];
+    const controller = new AbortController();
+    let ticks = 0;
+    const timer = setInterval(() => ticks++, 20);
+    try {
+      await assert.rejects(
+        runAlignJob(input, { signal: controller.signal, onEvent: (e) => (events.push(e), e.type === 'step' && e.step === 2 && controller.abort()) }),
+        (e: Error) => e instanceof AlignCancelledError && /cancelled after step 2 of 4/.test(e.message),
+      );
+    } finally {
+      clearInterval(timer);
+    }
+    assert.ok(ticks > 0, 'the main thread must keep running while the worker trains');
+    assert.deepEqual(
+      events.filter((e) => e.type === 'step').map((e) => (e as { step: number }).step),
+      [1, 2],
+    );
+    assert.ok(events.some((e) => e.type === 'eval') && events.some((e) => e.type === 'start'));
+    const report = await runAlignJob({ ...input, resume: true });
+    assert.equal(report.steps.done, 4);
+    assert.equal(report.steps.resumedFrom, 2);
+  });
+
+  test('a time budget (--minutes) trains until the time is spent and reports the steps it made', async () => {
+    const report = await align(options(path.join(root, 'timed'), { steps: undefined, minutes: 0.1, merge: false }));
+    assert.ok(report.steps.done >= 1 && report.steps.total === report.steps.done);
+    assert.equal(report.settings.minutes, 0.1);
+    assert.ok(report.validation.after !== null);
+    await assert.rejects(align(options(path.join(root, 'timed2'), { minutes: 1 })), /give one of --steps, --epochs and --minutes/);
+  });
+
   test('instruction data trains on the answers', async () => {
     const file = path.join(root, 'instr.jsonl');
     const lines = Array.from({ length: 12 }, (_, i) => JSON.stringify({ instruction: `Name item ${i % 3}.`, output: ['alpha', 'beta', 'gamma'][i % 3] }));
@@ -116,7 +151,7 @@ describe('titan align (tiny model)', () => {
   test('bad command lines and inputs are one-line errors', async () => {
     const cases: [string[], number, RegExp][] = [
       [['align', pkg], 2, /missing --data workspace:<dir> or jsonl:<file>/],
-      [['align', pkg, '--data', `workspace:${ws}`, '--steps', '3', '--epochs', '1'], 2, /give --steps or --epochs, not both/],
+      [['align', pkg, '--data', `workspace:${ws}`, '--steps', '3', '--epochs', '1'], 2, /give one of --steps, --epochs and --minutes/],
       [['align', pkg, '--data', `workspace:${ws}`, '--targets', 'q,z'], 2, /--targets: "z" is not one of q, k, v, o, gate, up, down/],
       [['align', pkg, '--data', `workspace:${ws}`, '--mag-schedule', 'wavy'], 2, /--mag-schedule must be one of constant, gradual, cyclic/],
       [['align', path.join(root, 'nope'), '--data', `workspace:${ws}`], 1, /is not a Titan model package/],

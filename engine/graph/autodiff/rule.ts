@@ -27,6 +27,26 @@ export interface VjpContext extends NodeContext {
   wants(i: number): boolean;
 }
 
+/**
+ * A gradient that is zero outside one contiguous block along one axis (what Slice and Gather give
+ * back). Several blocks of one value become a single Concat instead of a padded full-size tensor each.
+ */
+export interface Slab {
+  kind: 'slab';
+  axis: number;
+  /** First index of the block along `axis`, and its length. */
+  start: number;
+  size: number;
+  /** The block's gradient: the input's shape with `size` along `axis`. */
+  value: Value;
+}
+
+export type Gradient = Value | Slab;
+
+export function isSlab(g: Gradient): g is Slab {
+  return (g as Slab).kind === 'slab';
+}
+
 export interface OpRule {
   infer(ctx: NodeContext): TensorInfo[];
   /**
@@ -34,5 +54,5 @@ export interface OpRule {
    * the input's exact shape, given the outputs' gradients (null for outputs the loss does not reach).
    * Absent: the op has no gradient (integer arithmetic, comparisons, shapes).
    */
-  vjp?(ctx: VjpContext, gy: (Value | null)[]): (Value | null)[];
+  vjp?(ctx: VjpContext, gy: (Value | null)[]): (Gradient | null)[];
 }

@@ -2,7 +2,7 @@
 // Gather, Pad, Expand, and the shape arithmetic Shape / Range / ConstantOfShape. Their gradients
 // move the output gradient back (Slice ↔ Pad, Concat ↔ Slice, Gather ↔ Pad or ScatterND).
 import type { Value } from '../builder';
-import type { NodeContext, OpRule, VjpContext } from './rule';
+import type { Gradient, NodeContext, OpRule, VjpContext } from './rule';
 import { broadcastShapes, ElemType, FOLD_LIMIT, isFoldable, normAxis, numel, strides, unbroadcast, zeros, type TensorInfo } from './tensor';
 
 /** Same data, new shape: the gradient is reshaped back. */
@@ -67,14 +67,6 @@ function concatValues(parts: TensorInfo[], axis: number, outShape: number[]): nu
     }
   }
   return out;
-}
-
-/** Pads (begin…, end…) that put a gradient of `inner` back into a zero tensor of `outer` along one axis at `at`. */
-function padAlong(rank: number, axis: number, before: number, after: number): number[] {
-  const pads = new Array<number>(2 * rank).fill(0);
-  pads[axis] = before;
-  pads[rank + axis] = after;
-  return pads;
 }
 
 export const SHAPE_RULES: Record<string, OpRule> = {
@@ -225,6 +217,12 @@ export const SHAPE_RULES: Record<string, OpRule> = {
       if (!gy || !ctx.wants(0) || numel(ctx.output(0).shape) === 0) return none;
       const x = ctx.need(0);
       const plan = slicePlan(ctx);
+      const cut = plan.flatMap(([s, e], a) => (s !== 0 || e !== x.shape[a] ? [a] : []));
+      if (cut.length === 0) return [gy, ...none.slice(1)];
+      if (cut.length === 1) {
+        const [a] = cut;
+        return [{ kind: 'slab', axis: a, start: plan[a][0], size: plan[a][1] - plan[a][0], value: gy } satisfies Gradient, ...none.slice(1)];
+      }
       const pads = [...plan.map(([s]) => s), ...plan.map(([, e], a) => x.shape[a] - e)];
       return [ctx.g.op('Pad', [gy, ctx.g.ints(pads)]), ...none.slice(1)];
     },
@@ -281,8 +279,8 @@ export const SHAPE_RULES: Record<string, OpRule> = {
   },
 };
 
-/** Gradient of Gather: a padded slab for a constant index or range, else a scatter-add into zeros. */
-function gatherVjp(ctx: VjpContext, gy: Value): Value {
+/** Gradient of Gather: a slab for a constant index or range, else a scatter-add into zeros. */
+function gatherVjp(ctx: VjpContext, gy: Value): Gradient {
   const { g } = ctx;
   const data = ctx.need(0);
   const indices = ctx.need(1);
@@ -290,13 +288,8 @@ function gatherVjp(ctx: VjpContext, gy: Value): Value {
   const axis = normAxis(ctx.attrs.int('axis', 0), rank);
   const dim = data.shape[axis];
   const idx = indices.value?.map((v) => (v < 0 ? v + dim : v));
-  if (idx && indices.shape.length === 0) {
-    const slab = g.op('Unsqueeze', [gy, g.ints([axis])]);
-    return g.op('Pad', [slab, g.ints(padAlong(rank, axis, idx[0], dim - idx[0] - 1))]);
-  }
-  if (idx && indices.shape.length === 1 && idx.length > 0 && idx.every((v, i) => v === idx[0] + i)) {
-    return g.op('Pad', [gy, g.ints(padAlong(rank, axis, idx[0], dim - idx[0] - idx.length))]);
-  }
+  if (idx && indices.shape.length === 0) return { kind: 'slab', axis, start: idx[0], size: 1, value: g.op('Unsqueeze', [gy, g.ints([axis])]) };
+  if (idx && indices.shape.length === 1 && idx.length > 0 && idx.every((v, i) => v === idx[0] + i)) return { kind: 'slab', axis, start: idx[0], size: idx.length, value: gy };
   // General case: move the gathered axis to the front, scatter-add the rows, move it back.
   const iRank = indices.shape.length;
   const yRank = ctx.output(0).shape.length;
