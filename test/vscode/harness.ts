@@ -230,6 +230,27 @@ export class VscodeSession {
     }
   }
 
+  /**
+   * Waits until the Titan status bar item's text matches `want`; fails at once when the item turns to its
+   * error colours instead (no model could be opened, or the engine stopped for good): no point waiting on.
+   */
+  async waitForStatusBar(want: RegExp, timeoutMs = 300_000): Promise<string> {
+    const handle = await this.page.waitForFunction(
+      (w) => {
+        const item = Array.from(document.querySelectorAll('.statusbar-item')).find((e) => e.textContent?.includes('Titan'));
+        const text = item?.textContent?.trim() ?? '';
+        if (new RegExp(w).test(text)) return { ok: true, text };
+        if (item?.classList.contains('error-kind')) return { ok: false, text: `${text} (${item.getAttribute('aria-label') ?? ''})` };
+        return false;
+      },
+      want.source,
+      { timeout: timeoutMs, polling: 250 },
+    );
+    const { ok, text } = (await handle.jsonValue()) as { ok: boolean; text: string };
+    if (!ok) throw new Error(`the status bar shows an error: "${text}" (waiting for ${want})`);
+    return text;
+  }
+
   /** Pids of the engine processes (dist/engine/server.js) in this server's process group. */
   enginePids(): number[] {
     const ps = spawnSync('ps', ['-eo', 'pid=,pgid=,args='], { encoding: 'utf8' });

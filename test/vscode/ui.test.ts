@@ -66,7 +66,8 @@ test('UI: Titanize the demo model from the palette, ask in the chat, see the str
     await step('palette: Open Chat', () => session.runCommand('Titan: Open Chat'));
     const chat = await step('chat view', () => session.webviewWith('#prompt', 60_000));
     const memory = chat.locator('#memory-status');
-    await step('memory fresh', () => memory.filter({ hasText: /fresh/ }).waitFor({ timeout: 300_000 }));
+    await step('memory fresh', () => session.waitForStatusBar(/tok · fresh/));
+    await memory.filter({ hasText: /fresh/ }).waitFor({ timeout: 30_000 });
     const statusFresh = (await statusItem.textContent()) ?? '';
     assert.match(statusFresh, /Titan · .*code-llama-19m.* · cpu · .* tok · fresh/, `status bar: ${statusFresh}`);
 
@@ -112,7 +113,7 @@ test('UI: Titanize the demo model from the palette, ask in the chat, see the str
     t.diagnostic(`error shown after SIGKILL of pid ${enginePid}: ${crashText}`);
     assert.match(crashText, /engine stopped unexpectedly/i, `a clear error: ${crashText}`);
     await session.screenshot(path.join(dir, 'crash.png'));
-    await step('engine restarted', () => statusItem.filter({ hasText: /tok · fresh/ }).waitFor({ timeout: 180_000 }));
+    await step('engine restarted', () => session.waitForStatusBar(/tok · fresh/, 180_000));
     const restarted = session.enginePids();
     assert.ok(restarted.length === 1 && restarted[0] !== enginePid, `a new engine process (before ${enginePid}, now ${restarted.join(', ')})`);
     const answersBefore = await chat.locator('.message.assistant:not(.streaming)').count();
