@@ -259,6 +259,10 @@ export class ModelRunner {
       const t = byName.get(s.name);
       if (!t) throw new ModelError(`state blob lacks ${s.name}`);
       if (t.dtype !== (s.type === 'float16' ? 'float16' : 'float32')) throw new ModelError(`state blob: ${s.name} is ${t.dtype}, the graph expects ${s.type}`);
+      // Fixed axes must match here: a mismatch would otherwise surface as a native error at the next run.
+      if (t.dims.length !== s.dims.length || s.dims.some((d, j) => typeof d === 'number' && d !== t.dims[j])) {
+        throw new ModelError(`state blob: ${s.name} has shape [${t.dims}], the graph expects [${s.dims}]`);
+      }
       next.set(s.name, t.dtype === 'float16' ? new ort.Tensor('float16', t.data as Uint16Array, t.dims) : new ort.Tensor('float32', t.data as Float32Array, t.dims));
     }
     this.state = next;
