@@ -22,6 +22,7 @@ import type { WeightTable } from '../graph/transformer';
 import { loadModelConfig, ropeInverseFrequencies, type ModelConfig } from '../model/config';
 import { ModelError } from '../model/errors';
 import { Checkpoint, floatToHalf } from '../model/safetensors';
+import { tableLayout, type TableEntry } from '../titanize/package';
 
 export type ExportDType = 'fp32' | 'fp16';
 
@@ -46,58 +47,8 @@ const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tok
 /** The masked-out score: the float32 minimum (as transformers), so fully masked rows stay finite. */
 const MASKED = -3.4028234663852886e38;
 
-/** One graph weight and the checkpoint tensors it is made of (concatenated along rows). */
-interface WeightEntry {
-  name: string;
-  sources: string[];
-  /** Norm weights and biases stay float32 whatever the export dtype. */
-  keepFloat32: boolean;
-}
-
-function weightLayout(config: ModelConfig, ck: Checkpoint): WeightEntry[] {
-  const out: WeightEntry[] = [];
-  const need = (name: string): string => {
-    if (!ck.has(name)) throw new ModelError(`checkpoint is missing tensor ${name} (required for ${config.modelType})`);
-    return name;
-  };
-  const entry = (name: string, sources: string[], keepFloat32 = false) => out.push({ name, sources: sources.map(need), keepFloat32 });
-  entry('embed', ['model.embed_tokens.weight']);
-  for (let i = 0; i < config.numLayers; i++) {
-    const s = `model.layers.${i}.`;
-    const p = `layers.${i}.`;
-    const qkv = ['q_proj', 'k_proj', 'v_proj'].map((n) => `${s}self_attn.${n}`);
-    entry(p + 'qkv', qkv.map((n) => n + '.weight'));
-    if (config.qkvBias) entry(p + 'qkv_bias', qkv.map((n) => n + '.bias'), true);
-    entry(p + 'o', [`${s}self_attn.o_proj.weight`]);
-    if (config.oBias) entry(p + 'o_bias', [`${s}self_attn.o_proj.bias`], true);
-    if (config.qkNorm !== 'none') {
-      entry(p + 'q_norm', [`${s}self_attn.q_norm.weight`], true);
-      entry(p + 'k_norm', [`${s}self_attn.k_norm.weight`], true);
-    }
-    if (config.normPlacement === 'pre') {
-      entry(p + 'attn_norm', [`${s}input_layernorm.weight`], true);
-      entry(p + 'mlp_norm', [`${s}post_attention_layernorm.weight`], true);
-    } else {
-      entry(p + 'post_attn_norm', [`${s}post_attention_layernorm.weight`], true);
-      entry(p + 'post_mlp_norm', [`${s}post_feedforward_layernorm.weight`], true);
-    }
-    entry(p + 'gate_up', [`${s}mlp.gate_proj.weight`, `${s}mlp.up_proj.weight`]);
-    entry(p + 'down', [`${s}mlp.down_proj.weight`]);
-    if (config.mlpBias) {
-      entry(p + 'gate_up_bias', [`${s}mlp.gate_proj.bias`, `${s}mlp.up_proj.bias`], true);
-      entry(p + 'down_bias', [`${s}mlp.down_proj.bias`], true);
-    }
-  }
-  entry('final_norm', ['model.norm.weight'], true);
-  if (!config.tieWordEmbeddings) {
-    if (!ck.has('lm_head.weight')) throw new ModelError('checkpoint is missing tensor lm_head.weight and config.json does not set tie_word_embeddings');
-    entry('lm_head', ['lm_head.weight']);
-  }
-  return out;
-}
-
 /** Writes every weight, one at a time, into `file`; returns where each landed. */
-function writeWeights(ck: Checkpoint, layout: WeightEntry[], file: string, dtype: ExportDType, onProgress?: (done: number, total: number) => void): { table: WeightTable; bytes: number } {
+function writeWeights(ck: Checkpoint, layout: TableEntry[], file: string, dtype: ExportDType, onProgress?: (done: number, total: number) => void): { table: WeightTable; bytes: number } {
   const table: WeightTable = {};
   const fd = fs.openSync(file, 'w');
   let offset = 0;
@@ -256,7 +207,7 @@ export function exportTransformersJs(sourceDir: string, outDir: string, options:
   fs.mkdirSync(path.join(tmp, 'onnx'), { recursive: true });
   const ck = Checkpoint.openSync(source);
   try {
-    const layout = weightLayout(config, ck);
+    const layout = tableLayout(config, ck);
     const { table, bytes } = writeWeights(ck, layout, path.join(tmp, 'onnx', `${modelFile}_data`), dtype, options.onProgress);
     const g = new GraphBuilder('transformers-js-decoder', `${modelFile}_data`);
     buildTransformersJsGraph(g, config, table);

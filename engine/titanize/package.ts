@@ -66,14 +66,15 @@ export function readPackage(dir: string): LoadedPackage {
 }
 
 /** Maps one HF tensor to the package table: which source tensors, concatenated along rows. */
-interface TableEntry {
+export interface TableEntry {
   name: string;
   sources: string[];
   /** Norm weights and biases stay float32 whatever the package dtype. */
   keepFloat32: boolean;
 }
 
-function tableLayout(config: ModelConfig, ck: Checkpoint): TableEntry[] {
+/** The weights a decoder graph reads, in file order (also used by the transformers.js exporter). */
+export function tableLayout(config: ModelConfig, ck: Checkpoint): TableEntry[] {
   const entries: TableEntry[] = [];
   const need = (name: string): string => {
     if (!ck.has(name)) throw new ModelError(`checkpoint is missing tensor ${name} (required for ${config.modelType})`);
