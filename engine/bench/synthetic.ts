@@ -9,6 +9,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ModelError } from '../model/errors';
 import { floatToBfloat16, writeShardedSafetensors, type TensorSource } from '../model/safetensors-writer';
+import { seededRandom } from '../util/random';
 
 export interface SyntheticShape {
   /** What it imitates, for the README and the report. */
@@ -64,18 +65,6 @@ export const SYNTHETIC_SHAPES: Record<string, SyntheticShape> = {
   },
 };
 
-/** A fast seeded PRNG (mulberry32); values only need to look like weights. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 function hashName(name: string): number {
   let h = 2166136261;
   for (let i = 0; i < name.length; i++) h = Math.imul(h ^ name.charCodeAt(i), 16777619);
@@ -84,7 +73,7 @@ function hashName(name: string): number {
 
 /** bf16 bytes of a [rows, cols] tensor, uniform with standard deviation `std` (or all ones), in blocks of rows. */
 function* randomBf16(name: string, rows: number, cols: number, std: number | 'ones', seed: number): Generator<Uint8Array> {
-  const random = mulberry32(hashName(name) ^ seed);
+  const random = seededRandom(hashName(name) ^ seed);
   const amp = std === 'ones' ? 0 : std * Math.sqrt(3);
   const one = floatToBfloat16(1);
   const blockRows = Math.max(1, Math.floor((8 << 20) / (2 * cols)));

@@ -2,6 +2,9 @@
 import { ModelError } from '../model/errors';
 import type { TitanTokenizer } from '../model/tokenizer';
 import type { ForwardModel } from './worker-client';
+import { seededRandom } from '../util/random';
+
+export { seededRandom };
 
 export class CancelledError extends Error {
   override readonly name = 'CancelledError';
@@ -20,18 +23,6 @@ export interface SamplingOptions {
   topK?: number;
   topP?: number;
   seed?: number;
-}
-
-/** mulberry32: small, fast, seedable; good enough for sampling. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 export function argmax(logits: Float32Array): number {

@@ -12,6 +12,7 @@ import * as path from 'node:path';
 import type { ModelConfig } from '../../engine/model/config';
 import type { SafetensorsDType } from '../../engine/model/safetensors';
 import { writeSafetensors, writeShardedSafetensors, type TensorSource } from '../../engine/model/safetensors-writer';
+import { seededRandom } from '../../engine/util/random';
 
 export type Arch = 'llama' | 'mistral' | 'qwen2' | 'qwen3' | 'olmo2';
 export const ARCHS: readonly Arch[] = ['llama', 'mistral', 'qwen2', 'qwen3', 'olmo2'];
@@ -224,18 +225,6 @@ function buildConfig(options: CheckpointOptions, dims: Dims): Record<string, unk
 
 // --- weights -------------------------------------------------------------------------------------
 
-/** mulberry32: a small, fast, seedable PRNG (uniform in [0, 1)). */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 function hashString(s: string, seed: number): number {
   let h = (0x811c9dc5 ^ seed) >>> 0; // FNV-1a
   for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193) >>> 0;
@@ -244,7 +233,7 @@ function hashString(s: string, seed: number): number {
 
 /** Values like a trained model's scale: N(0, 0.02) matrices, norms near 1, small biases. */
 function randomValues(seed: number, name: string, n: number, kind: TensorKind): Float32Array {
-  const rand = mulberry32(hashString(name, seed));
+  const rand = seededRandom(hashString(name, seed));
   const out = new Float32Array(n);
   for (let i = 0; i < n; i++) {
     const g = Math.sqrt(-2 * Math.log(1 - rand())) * Math.cos(2 * Math.PI * rand()); // Box-Muller

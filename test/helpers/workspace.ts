@@ -8,6 +8,7 @@ import { decodeState } from '../../engine/runtime/state-blob';
 import { titanize } from '../../engine/titanize/titanize';
 import type { TpttSettingsInput } from '../../engine/titanize/settings';
 import { writeRandomCheckpoint } from './checkpoint';
+import { seededRandom } from '../../engine/util/random';
 
 export const REPO = path.resolve(__dirname, '../..');
 export const DEMO_MODEL = path.join(REPO, 'media/models/code-llama-19m');
@@ -35,17 +36,8 @@ export function demoTitanPackage(dir: string, settings: TpttSettingsInput = {}):
   return pkg.dir;
 }
 
-/** mulberry32 */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** mulberry32 (the engine's seeded PRNG). */
+export const rng = seededRandom;
 
 const WORDS = ['count', 'value', 'index', 'buffer', 'state', 'token', 'offset', 'limit', 'result', 'cache', 'entry', 'node', 'path', 'size', 'queue', 'retry', 'delay', 'parse', 'render', 'merge'];
 
