@@ -174,7 +174,9 @@ function checkOptions(o: AlignOptions): void {
   if (!(o.clip >= 0)) throw new ModelError(`gradient clipping norm must be ≥ 0, got ${o.clip}`);
   if (o.sequence < 16) throw new ModelError(`sequences must hold at least 16 tokens, got ${o.sequence}`);
   validateLoraSpec(o.lora);
-  if (o.data.kind === 'workspace' && !(fs.existsSync(o.data.dir) && fs.statSync(o.data.dir).isDirectory())) throw new ModelError(`workspace folder ${o.data.dir} does not exist or is not a folder`);
+  if (o.data.kind === 'workspace') {
+    for (const dir of [o.data.dir, ...(o.data.extraDirs ?? [])]) if (!(fs.existsSync(dir) && fs.statSync(dir).isDirectory())) throw new ModelError(`workspace folder ${dir} does not exist or is not a folder`);
+  }
   if (o.data.kind === 'jsonl' && !fs.existsSync(o.data.file)) throw new ModelError(`${o.data.file} does not exist`);
 }
 

@@ -21,7 +21,8 @@ import { ModelError } from '../model/errors';
 import type { ChatMessage, TitanTokenizer } from '../model/tokenizer';
 import { throwIfCancelled } from '../runtime/generate';
 
-export type DataSpec = { kind: 'workspace'; dir: string; exclude?: string[] } | { kind: 'jsonl'; file: string };
+/** Training data: a workspace (a folder, plus `extraDirs` for a multi-root workspace) or a JSONL file. */
+export type DataSpec = { kind: 'workspace'; dir: string; extraDirs?: string[]; exclude?: string[] } | { kind: 'jsonl'; file: string };
 
 /** Parses `workspace:<dir>` or `jsonl:<file>` (a bare path: a folder is a workspace, a .jsonl file JSONL). */
 export function parseDataSpec(text: string): DataSpec {
@@ -111,13 +112,17 @@ function evenlySpaced<T>(items: T[], max: number): T[] {
 
 const scoredCount = (seqs: TrainingSequence[]) => seqs.reduce((s, q) => s + q.scored.reduce((a, b) => a + b, 0), 0);
 
-export async function workspaceDataset(dir: string, tokenizer: TitanTokenizer, options: DatasetOptions & { exclude?: string[] }): Promise<Dataset> {
-  if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new ModelError(`workspace folder ${dir} does not exist or is not a folder`);
+export async function workspaceDataset(dir: string, tokenizer: TitanTokenizer, options: DatasetOptions & { exclude?: string[]; extraDirs?: string[] }): Promise<Dataset> {
+  const folders = [dir, ...(options.extraDirs ?? [])];
+  for (const f of folders) if (!fs.existsSync(f) || !fs.statSync(f).isDirectory()) throw new ModelError(`workspace folder ${f} does not exist or is not a folder`);
   const T = options.sequence;
   options.onProgress?.(`listing ${dir}`);
   // Globs relative to the folder (VS Code's files.exclude form): `**/*.test.ts`, `docs/**`.
   const exclude = options.exclude?.length ? options.exclude : undefined;
-  const found = await discoverWorkspace([path.resolve(dir)], { signal: options.signal, exclude });
+  const found = await discoverWorkspace(
+    folders.map((f) => path.resolve(f)),
+    { signal: options.signal, exclude },
+  );
   const files = found.files;
   if (files.length < 2) {
     throw new ModelError(`${dir} has ${files.length} usable text file${files.length === 1 ? '' : 's'} (${found.counts.skipped} skipped, ${found.counts.ignored} ignored); alignment holds out whole files for validation and needs at least 2`);
@@ -318,7 +323,7 @@ export async function jsonlDataset(file: string, tokenizer: TitanTokenizer, opti
 }
 
 export function loadDataset(spec: DataSpec, tokenizer: TitanTokenizer, options: DatasetOptions): Promise<Dataset> {
-  return spec.kind === 'workspace' ? workspaceDataset(spec.dir, tokenizer, { ...options, exclude: spec.exclude }) : jsonlDataset(spec.file, tokenizer, options);
+  return spec.kind === 'workspace' ? workspaceDataset(spec.dir, tokenizer, { ...options, exclude: spec.exclude, extraDirs: spec.extraDirs }) : jsonlDataset(spec.file, tokenizer, options);
 }
 
 /** Graph lengths used for sequences of up to T inputs: T, T/2, T/4 … down to 64 (short samples run in a smaller graph). */

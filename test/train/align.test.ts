@@ -148,6 +148,18 @@ describe('titan align (tiny model)', () => {
     assert.ok(report.train.lastLoss! < report.train.firstLoss!, `${report.train.firstLoss} → ${report.train.lastLoss}`);
   });
 
+  test('a base (non-Titan) package aligns too, with the adapter in PEFT layout', async () => {
+    const base = path.join(root, 'base-pkg');
+    const conv = await runTitan(['convert', path.join(path.dirname(pkg), 'hf'), '--out', base]);
+    assert.equal(conv.code, 0, conv.stderr);
+    const report = await align({ ...options(path.join(root, 'base-out'), { steps: 2, evalEvery: 0 }), packageDir: base });
+    const keys = readSafetensorsHeader(path.join(report.adapter, 'adapter_model.safetensors')).map((k) => k.name);
+    assert.ok(keys.includes('base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight'), keys.join(', '));
+    assert.ok(!fs.existsSync(path.join(report.adapter, 'config.json')), 'no tptt config for a base model');
+    assert.ok(report.mergedPackage && fs.existsSync(path.join(report.mergedPackage, 'decoder.onnx')));
+    await assert.rejects(align({ ...options(path.join(root, 'base-out2'), { steps: 2, mag: { schedule: 'cyclic' } }), packageDir: base }), /base package \(no Memory-as-Gate\); μ schedules need a Titan package/);
+  });
+
   test('bad command lines and inputs are one-line errors', async () => {
     const cases: [string[], number, RegExp][] = [
       [['align', pkg], 2, /missing --data workspace:<dir> or jsonl:<file>/],
