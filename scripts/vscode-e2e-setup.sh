@@ -51,6 +51,10 @@ if [[ ! -f "$SERVER_MAIN" || ! -f "$STAMP" || "$(cat "$STAMP")" != "$want_stamp"
   # machine's npm config (nodedir=/usr, Node 20). The repo's .npmrc does not apply under --prefix.
   (
     cd "$SERVER_DIR"
+    # Run from `npm test`, the environment carries the outer npm's npm_* variables (Node 20's
+    # npm_config_user_agent among them), which the inner npm would take as its own config and which
+    # code-server's postinstall reads to check the Node version: drop them all.
+    for v in $(compgen -e | grep -i '^npm_'); do unset "$v"; done
     PATH="$NODE_HOME/bin:$PATH" npm_config_nodedir="$NODE_HOME" \
       npm install --no-audit --no-fund --no-save --loglevel=error --foreground-scripts=false "code-server@$CODE_SERVER_VERSION" \
       >"$SERVER_DIR/install.log" 2>&1
