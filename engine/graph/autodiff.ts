@@ -19,7 +19,7 @@ import { ELEMENTWISE_RULES } from './autodiff/elementwise';
 import { LINALG_RULES } from './autodiff/linalg';
 import { isSlab, type Gradient, type NodeContext, type OpRule, type Slab, type VjpContext } from './autodiff/rule';
 import { SHAPE_RULES } from './autodiff/shape-ops';
-import { Attrs, ElemType, initializerInfo, isFloat, type TensorInfo } from './autodiff/tensor';
+import { Attrs, ElemType, initializerInfo, isFloat, zeros, type TensorInfo } from './autodiff/tensor';
 
 export type { TensorInfo } from './autodiff/tensor';
 
@@ -137,7 +137,7 @@ export function gradients(g: GraphBuilder, loss: Value, wrt: readonly Value[]): 
     pending.set(name, list);
   };
   const gradOf = (name: string): Value | null => {
-    if (!done.has(name)) done.set(name, sumContributions(g, pending.get(name) ?? [], infos.get(name)!.shape));
+    if (!done.has(name)) done.set(name, sumContributions(g, pending.get(name) ?? [], infos.get(name)!));
     return done.get(name)!;
   };
   accumulate(loss.name, g.constant('float32', lossInfo.shape, new Float32Array(lossInfo.shape.length ? lossInfo.shape.reduce((a, b) => a * b, 1) : 1).fill(1)));
@@ -169,7 +169,7 @@ export function gradients(g: GraphBuilder, loss: Value, wrt: readonly Value[]): 
     if (grad) return grad;
     const info = infos.get(v.name);
     if (!info) throw new Error(`autodiff: ${v.name} is not a value of this graph`);
-    return g.op('Expand', [g.float(0), g.ints(info.shape)]);
+    return zeros(g, info.shape, info.elemType);
   });
 }
 
@@ -178,8 +178,9 @@ export function gradients(g: GraphBuilder, loss: Value, wrt: readonly Value[]): 
  * laid side by side with zero fill in one Concat — the gradient of a run of Gathers or Slices over one
  * tensor — instead of one full-size padded tensor per block.
  */
-function sumContributions(g: GraphBuilder, parts: Gradient[], shape: readonly number[]): Value | null {
+function sumContributions(g: GraphBuilder, parts: Gradient[], info: TensorInfo): Value | null {
   if (parts.length === 0) return null;
+  const shape = info.shape;
   const dense = parts.filter((p): p is Value => !isSlab(p));
   let slabs = parts.filter(isSlab);
   const pad = (s: Slab): Value => {
@@ -200,7 +201,7 @@ function sumContributions(g: GraphBuilder, parts: Gradient[], shape: readonly nu
       const gap = (size: number) => {
         const dims = [...shape];
         dims[axis] = size;
-        pieces.push(g.op('Expand', [g.float(0), g.ints(dims)]));
+        pieces.push(zeros(g, dims, info.elemType));
       };
       let at = 0;
       for (const s of slabs) {

@@ -19,7 +19,7 @@ import type { TpttSettings } from '../titanize/settings';
 import { hasCheckpoint, loadCheckpoint, saveCheckpoint, settingsDifferences, checkpointDir } from './checkpoint';
 import { bucketFor, bucketLengths, loadDataset, type DataSpec, type Dataset, type DatasetSummary, type TrainingSequence } from './data';
 import { initLora, loraSlots, validateLoraSpec, type LoraSlot, type LoraSpec } from './lora';
-import { adamwStep, clipGradients, learningRate, learningRateByProgress, magSchedule, magWeightAt, newParamState, type MagSchedule, type ParamState } from './optimizer';
+import { adamwStep, clipGradients, globalNorm, learningRate, learningRateByProgress, magSchedule, magWeightAt, newParamState, type MagSchedule, type ParamState } from './optimizer';
 import { mergeBlocker, writeAdapter, writeMergedPackage } from './output';
 import { TrainingSessions } from './sessions';
 
@@ -47,6 +47,11 @@ export interface AlignOptions {
   batch: number;
   /** Tokens per sequence (T). */
   sequence: number;
+  /**
+   * fp16: half-precision activations and gradients in the training graph (GPU providers), with fp32
+   * master weights and AdamW state in JavaScript and dynamic loss scaling; validation stays fp32.
+   */
+  precision?: 'fp32' | 'fp16';
   lora: LoraSpec;
   mag: { schedule: MagSchedule; start?: number; rampSteps?: number; cycle?: number[] };
   seed: number;
@@ -85,6 +90,9 @@ export interface EvalRecord {
 export interface StepRecord {
   step: number;
   loss: number;
+  /** fp16: the loss scale used, and whether the step was skipped for overflowing gradients. */
+  lossScale?: number;
+  skipped?: boolean;
   lr: number;
   mu: number;
   gradNorm: number;
@@ -174,6 +182,7 @@ function checkOptions(o: AlignOptions): void {
   if (!(o.clip >= 0)) throw new ModelError(`gradient clipping norm must be ≥ 0, got ${o.clip}`);
   if (o.sequence < 16) throw new ModelError(`sequences must hold at least 16 tokens, got ${o.sequence}`);
   validateLoraSpec(o.lora);
+  if (o.precision === 'fp16' && o.provider === 'cpu') throw new ModelError('--precision fp16 trains on a GPU provider (webgpu or cuda); the CPU provider has no half-precision kernels for it — use fp32');
   if (o.data.kind === 'workspace') {
     for (const dir of [o.data.dir, ...(o.data.extraDirs ?? [])]) if (!(fs.existsSync(dir) && fs.statSync(dir).isDirectory())) throw new ModelError(`workspace folder ${dir} does not exist or is not a folder`);
   }
@@ -250,6 +259,7 @@ export async function align(options: AlignOptions): Promise<AlignReport> {
     tptt: pkg.manifest.tptt ?? null,
     data: dataKey(dataset),
     sequence: T,
+    precision: options.precision ?? 'fp32',
     batch: options.batch,
     steps: Number.isFinite(totalSteps) ? totalSteps : null,
     minutes: options.minutes ?? null,
@@ -291,7 +301,9 @@ export async function align(options: AlignOptions): Promise<AlignReport> {
   const logFile = path.join(out, 'train-log.jsonl');
   if (!options.resume) fs.writeFileSync(logFile, '');
 
+  const half = options.precision === 'fp16';
   const sessions = new TrainingSessions(pkg, options.lora, {
+    trainCompute: half ? 'float16' : 'float32',
     provider: options.provider,
     threads: options.threads,
     workDir: path.join(out, 'graphs'),
@@ -302,6 +314,7 @@ export async function align(options: AlignOptions): Promise<AlignReport> {
     const evalBuckets = [...new Set(dataset.validation.map((s) => bucketFor(s.tokens.length - 1, buckets)))].sort((a, b) => a - b);
     await sessions.prepare(trainBuckets, evalBuckets);
     const provider = sessions.provider?.provider ?? options.provider;
+    if (half && provider === 'cpu') throw new ModelError(`--precision fp16 needs a GPU provider and none is available (${sessions.provider?.reason}); use fp32`);
     emit({ type: 'start', totalSteps: Number.isFinite(totalSteps) ? totalSteps : null, minutes: options.minutes ?? null, startStep, provider, params: params.reduce((s, p) => s + p.value.length, 0) });
 
     const validate = async (step: number) => {
@@ -315,6 +328,10 @@ export async function align(options: AlignOptions): Promise<AlignReport> {
     if (!evals.some((e) => e.step === startStep)) await validate(startStep);
 
     const grads = params.map((p) => new Float32Array(p.value.length));
+    // fp16: dynamic loss scaling (as torch.amp.GradScaler: halve on overflow, double after a run of good steps).
+    let lossScale = half ? (history.at(-1)?.lossScale ?? 4096) : 1;
+    let goodSteps = 0;
+    let skippedSteps = history.filter((h) => h.skipped).length;
     const orders = new Map<number, Uint32Array>();
     let seconds = priorSeconds;
     let tokens = priorTokens;
@@ -336,6 +353,7 @@ export async function align(options: AlignOptions): Promise<AlignReport> {
       const mu = magWeightAt(mag, step);
       const lr = timeBudget !== null ? learningRateByProgress(step, wall() / timeBudget, options.lr, warmup) : learningRate(step, totalSteps, options.lr, warmup);
       for (const g of grads) g.fill(0);
+      const stepScale = lossScale;
       let loss = 0;
       let stepTokens = 0;
       let aborted = false;
@@ -345,9 +363,9 @@ export async function align(options: AlignOptions): Promise<AlignReport> {
           break;
         }
         const Tb = bucketFor(seq.tokens.length - 1, buckets);
-        const r = await sessions.run('train', Tb, seq, values, mu, 1 / Math.max(1, scored), options.lora.dropout > 0 ? randomStream(options.seed, 'dropout', step, m) : null);
-        if (!Number.isFinite(r.loss)) throw new ModelError(`step ${step + 1}: the loss is ${r.loss} (diverged); lower --lr or check the data`);
-        loss += r.loss;
+        const r = await sessions.run('train', Tb, seq, values, mu, stepScale / Math.max(1, scored), options.lora.dropout > 0 ? randomStream(options.seed, 'dropout', step, m) : null);
+        if (!Number.isFinite(r.loss) && !half) throw new ModelError(`step ${step + 1}: the loss is ${r.loss} (diverged); lower --lr or check the data`);
+        loss += r.loss / stepScale;
         r.grads.forEach((g, k) => {
           const acc = grads[k];
           for (let i = 0; i < g.length; i++) acc[i] += g[i];
@@ -355,21 +373,35 @@ export async function align(options: AlignOptions): Promise<AlignReport> {
         stepTokens += seq.tokens.length - 1;
       }
       if (aborted) break;
-      const gradNorm = clipGradients(grads, options.clip);
-      if (!Number.isFinite(gradNorm)) throw new ModelError(`step ${step + 1}: the gradient is not finite; lower --lr or check the data`);
-      adamwStep(params, grads, step + 1, lr, { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: options.weightDecay });
+      let skipped = false;
+      let gradNorm: number;
+      if (half) {
+        for (const g of grads) for (let i = 0; i < g.length; i++) g[i] /= stepScale;
+        gradNorm = globalNorm(grads);
+        if (!Number.isFinite(gradNorm) || !Number.isFinite(loss)) {
+          skipped = true;
+          lossScale /= 2;
+          goodSteps = 0;
+          if (lossScale < 1) throw new ModelError(`step ${step + 1}: the half-precision gradients overflow even unscaled; train with --precision fp32`);
+        } else if (++goodSteps % 200 === 0 && lossScale < 65536) lossScale *= 2;
+      }
+      if (!skipped) {
+        gradNorm = clipGradients(grads, options.clip);
+        if (!Number.isFinite(gradNorm)) throw new ModelError(`step ${step + 1}: the gradient is not finite; lower --lr or check the data`);
+        adamwStep(params, grads, step + 1 - skippedSteps, lr, { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: options.weightDecay });
+      } else skippedSteps++;
       const dt = (performance.now() - t0) / 1000;
       seconds += dt;
       tokens += stepTokens;
       step++;
-      const record: StepRecord = { step, loss, lr, mu, gradNorm, tokens: stepTokens, seconds: dt };
+      const record: StepRecord = { step, loss, lr, mu, gradNorm: gradNorm!, tokens: stepTokens, seconds: dt, ...(half ? { lossScale: stepScale, skipped } : {}) };
       history.push(record);
       fs.appendFileSync(logFile, JSON.stringify(record) + '\n');
       const recent = history.slice(-10);
       const perStep = recent.reduce((s, h) => s + h.seconds, 0) / recent.length;
       const eta = timeBudget !== null ? Math.max(0, timeBudget - wall()) : perStep * (totalSteps - step);
       const shownTotal = timeBudget !== null ? Math.max(step, Math.round(step / Math.max(progress(), 1e-9))) : totalSteps;
-      emit({ type: 'step', step, totalSteps: shownTotal, loss, lr, mu, gradNorm, tokens: stepTokens, tokensPerSecond: stepTokens / dt, elapsed: seconds, eta });
+      emit({ type: 'step', step, totalSteps: shownTotal, loss, lr, mu, gradNorm: gradNorm!, tokens: stepTokens, tokensPerSecond: stepTokens / dt, elapsed: seconds, eta });
       const last = timeBudget !== null ? wall() >= timeBudget : step === totalSteps;
       let checkpoint = options.signal?.aborted === true;
       if (evalEvery !== null ? evalEvery > 0 && step % evalEvery === 0 && !last : progress() >= nextTimedEval && !last) {

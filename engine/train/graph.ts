@@ -27,6 +27,12 @@ export interface TrainingGraphOptions {
   lora: LoraSpec;
   /** train: loss, per-token NLL and LoRA gradients; eval: loss and NLL only (no dropout). */
   kind: 'train' | 'eval';
+  /**
+   * Activation precision (the decoder's `compute`): float16 keeps the residual stream, projections and
+   * their gradients in half precision (norms, softmax, the LiZA state and the loss in float32); the
+   * LoRA matrices stay float32 inputs, cast in the graph. GPU providers only.
+   */
+  compute?: 'float32' | 'float16';
   /** Name of the weights file relative to where the graph is saved (default the package's). */
   weightsFile?: string;
 }
@@ -103,7 +109,8 @@ export function buildTrainingForward(g: GraphBuilder, pkg: LoadedPackage, option
   const targets = g.input('targets', 'int64', [T]);
   const lossWeights = g.input('loss_weights', 'float32', [T]);
   const mag = settings ? g.input('mag_weight', 'float32', []) : null;
-  const lora = loraProjection(config, options.lora, T, { dropout });
+  const compute = options.compute ?? 'float32';
+  const lora = loraProjection(config, options.lora, T, { dropout, compute });
   lora.declare(g);
 
   const runs = planRuns(manifest, 0, T);
@@ -121,9 +128,9 @@ export function buildTrainingForward(g: GraphBuilder, pkg: LoadedPackage, option
       if (name.startsWith('past_') || name.startsWith('state_in.')) {
         const prev = carried.get(stateOutputFor(name));
         if (prev) return prev;
-        if (dtype !== 'float32') throw new Error(`training graph: state input ${name} is ${dtype}`);
+        if (dtype !== 'float32' && dtype !== 'float16') throw new Error(`training graph: state input ${name} is ${dtype}`);
         const dims = shape.map((d) => (typeof d === 'number' ? d : 0));
-        return g.constant('float32', dims, new Float32Array(0));
+        return g.constant(dtype, dims, []);
       }
       if (name.startsWith('lora.')) return undefined;
       throw new Error(`training graph: the decoder graph asks for an input ${name} this builder does not know`);
@@ -132,6 +139,7 @@ export function buildTrainingForward(g: GraphBuilder, pkg: LoadedPackage, option
     g.within(`run${index}`, () =>
       buildDecoderGraph(g, config, manifest.weights.tensors, {
         window: manifest.window,
+        compute,
         extension: settings ? new LizaExtension(config, settings, 'segment', { magWeight: mag! }) : undefined,
         projection: (gb, layer, name, x, y) => lora.hook(gb, layer, name, x, y, { start: runStart, count: len }),
       }),

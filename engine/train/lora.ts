@@ -11,6 +11,7 @@ import type { GraphBuilder, Value } from '../graph/builder';
 import type { ProjectionName } from '../graph/transformer';
 import type { ModelConfig } from '../model/config';
 import { ModelError } from '../model/errors';
+import { floatToHalf } from '../model/safetensors';
 
 /** HF projection modules LoRA may target (PEFT's target_modules names). */
 export const LORA_MODULES = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
@@ -116,11 +117,24 @@ export const shapeB = (s: LoraSlot, r: number): number[] => [s.outFeatures, r];
  * The decoder graph's projection hook: declares the slots' A/B (and mask) inputs when first used and
  * adds the low-rank updates to the fused projections' outputs.
  */
-export function loraProjection(config: ModelConfig, spec: LoraSpec, sequence: number, options: { dropout: boolean }) {
+export function loraProjection(config: ModelConfig, spec: LoraSpec, sequence: number, options: { dropout: boolean; compute?: 'float32' | 'float16' }) {
   const slots = loraSlots(config, spec);
   const scale = loraScaling(spec);
   const keep = 1 / (1 - spec.dropout);
+  const half = options.compute === 'float16';
   const declared = new Map<string, Value>();
+  /** A/B in the activation dtype (cast once per graph in half precision). */
+  const inCompute = new Map<string, Value>();
+  const factor = (g: GraphBuilder, name: string): Value => {
+    if (!half) return declared.get(name)!;
+    let v = inCompute.get(name);
+    if (!v) {
+      v = g.op('Cast', [declared.get(name)!], { to: 10 });
+      inCompute.set(name, v);
+    }
+    return v;
+  };
+  const scalar = (g: GraphBuilder, v: number): Value => (half ? g.constant('float16', [], [floatToHalf(v)]) : g.float(v));
   const inputOf = (g: GraphBuilder, name: string, dtype: 'float32' | 'bool', shape: number[]): Value => {
     let v = declared.get(name);
     if (!v) {
@@ -143,7 +157,7 @@ export function loraProjection(config: ModelConfig, spec: LoraSpec, sequence: nu
     const width = totalRows(config, name);
     const pieces: Value[] = [];
     let at = 0;
-    const zerosOf = (n: number) => g.op('Expand', [g.float(0), g.ints([rows.count, n])]);
+    const zerosOf = (n: number) => g.op('Expand', [scalar(g, 0), g.ints([rows.count, n])]);
     for (const s of [...mine].sort((p, q) => placement(config, p.module).rows[0] - placement(config, q.module).rows[0])) {
       const [from, to] = placement(config, s.module).rows;
       if (from > at) pieces.push(zerosOf(from - at));
@@ -151,10 +165,10 @@ export function loraProjection(config: ModelConfig, spec: LoraSpec, sequence: nu
       if (options.dropout && s.mask) {
         // The run covers tokens [rows.start, rows.start + rows.count) of the sequence's mask.
         const mask = g.op('Slice', [declared.get(s.mask)!, g.ints([rows.start]), g.ints([rows.start + rows.count]), g.ints([0])]);
-        input = g.op('Where', [mask, g.op('Mul', [x, g.float(keep)]), g.float(0)]);
+        input = g.op('Where', [mask, g.op('Mul', [x, scalar(g, keep)]), scalar(g, 0)]);
       }
-      const low = g.op('Gemm', [input, declared.get(s.a)!], { transB: 1 }); // [T, r]
-      pieces.push(g.op('Gemm', [low, declared.get(s.b)!], { transB: 1, alpha: { float: scale } })); // [T, out]
+      const low = g.op('Gemm', [input, factor(g, s.a)], { transB: 1 }); // [T, r]
+      pieces.push(g.op('Gemm', [low, factor(g, s.b)], { transB: 1, alpha: { float: scale } })); // [T, out]
       at = to;
     }
     if (at < width) pieces.push(zerosOf(width - at));

@@ -17,6 +17,8 @@ import { shapeA, shapeB, type LoraSpec } from './lora';
 const GRAPH_FORMAT = 1;
 
 export interface SessionOptions {
+  /** Activation precision of the training graphs (evaluation graphs are always float32). */
+  trainCompute?: 'float32' | 'float16';
   provider: ProviderChoice;
   threads?: number;
   /** Folder for the cached graphs and the weights link. */
@@ -76,8 +78,12 @@ export class TrainingSessions {
   private graphKey(kind: 'train' | 'eval', T: number): string {
     const m = this.pkg.manifest;
     const lora = { r: this.lora.r, alpha: this.lora.alpha, rslora: this.lora.rslora, targets: this.lora.targets, dropout: kind === 'train' && this.lora.dropout > 0 ? this.lora.dropout : 0 };
-    const key = JSON.stringify([GRAPH_FORMAT, m.source.weightsSha256, m.kind, m.dtype, m.window, m.tptt ?? null, m.weights.tensors, lora, kind, T]);
+    const key = JSON.stringify([GRAPH_FORMAT, m.source.weightsSha256, m.kind, m.dtype, m.window, m.tptt ?? null, m.weights.tensors, lora, kind, T, this.computeOf(kind)]);
     return createHash('sha256').update(key).digest('hex').slice(0, 16);
+  }
+
+  private computeOf(kind: 'train' | 'eval'): 'float32' | 'float16' {
+    return kind === 'train' ? (this.options.trainCompute ?? 'float32') : 'float32';
   }
 
   private load(kind: 'train' | 'eval', T: number): Promise<Loaded> {
@@ -98,7 +104,7 @@ export class TrainingSessions {
       graph = JSON.parse(fs.readFileSync(metaFile, 'utf8')) as Loaded['graph'];
     } else {
       this.options.onProgress?.(`building the ${kind === 'train' ? 'training' : 'evaluation'} graph for ${T}-token sequences`);
-      const built = buildTrainingGraph(this.pkg, { sequence: T, kind, lora: this.lora, weightsFile: this.pkg.manifest.weights.file });
+      const built = buildTrainingGraph(this.pkg, { sequence: T, kind, lora: this.lora, compute: this.computeOf(kind), weightsFile: this.pkg.manifest.weights.file });
       fs.writeFileSync(`${file}.tmp`, built.bytes);
       fs.renameSync(`${file}.tmp`, file);
       graph = { slots: built.slots, magInput: built.magInput, dropoutMasks: built.dropoutMasks, runs: built.runs };

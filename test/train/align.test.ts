@@ -112,23 +112,27 @@ describe('titan align (tiny model)', () => {
     const controller = new AbortController();
     let ticks = 0;
     const timer = setInterval(() => ticks++, 20);
+    let stoppedAt = -1;
     try {
       await assert.rejects(
         runAlignJob(input, { signal: controller.signal, onEvent: (e) => (events.push(e), e.type === 'step' && e.step === 2 && controller.abort()) }),
-        (e: Error) => e instanceof AlignCancelledError && /cancelled after step 2 of 4/.test(e.message),
+        (e: Error) => {
+          // The cancel message reaches the worker between sequences: during step 3 or just after it.
+          const m = /cancelled after step (\d) of 4/.exec(e.message);
+          stoppedAt = m ? Number(m[1]) : -1;
+          return e instanceof AlignCancelledError && (stoppedAt === 2 || stoppedAt === 3);
+        },
       );
     } finally {
       clearInterval(timer);
     }
     assert.ok(ticks > 0, 'the main thread must keep running while the worker trains');
-    assert.deepEqual(
-      events.filter((e) => e.type === 'step').map((e) => (e as { step: number }).step),
-      [1, 2],
-    );
+    const steps = events.filter((e) => e.type === 'step').map((e) => (e as { step: number }).step);
+    assert.deepEqual(steps, stoppedAt === 2 ? [1, 2] : [1, 2, 3]);
     assert.ok(events.some((e) => e.type === 'eval') && events.some((e) => e.type === 'start'));
     const report = await runAlignJob({ ...input, resume: true });
     assert.equal(report.steps.done, 4);
-    assert.equal(report.steps.resumedFrom, 2);
+    assert.equal(report.steps.resumedFrom, stoppedAt);
   });
 
   test('a time budget (--minutes) trains until the time is spent and reports the steps it made', async () => {

@@ -8,12 +8,13 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import * as ort from 'onnxruntime-node';
 import { tokenNll } from '../../engine/bench/perplexity';
 import { ModelRunner } from '../../engine/runtime/session';
 import { readPackage, type LoadedPackage } from '../../engine/titanize/package';
 import type { TpttSettingsInput } from '../../engine/titanize/settings';
 import { titanize } from '../../engine/titanize/titanize';
-import { planRuns } from '../../engine/train/graph';
+import { buildTrainingGraph, planRuns } from '../../engine/train/graph';
 import { loraSlots, shapeA, shapeB, type LoraSpec } from '../../engine/train/lora';
 import { writeAdapter, writeMergedPackage } from '../../engine/train/output';
 import { TrainingSessions } from '../../engine/train/sessions';
@@ -129,5 +130,65 @@ describe('training graphs: the evaluation graph equals inference', () => {
     assert.ok(maxDiff(fromGraph, fromRuntime) < 1e-4);
     const atHalf = await graphNll(pkg, ids, loraValues(pkg, true, 1), 0.5, path.join(root, 'mu-work'));
     assert.ok(maxDiff(fromGraph, atHalf) > 1e-3, 'μ must change the output');
+  });
+});
+
+describe('training graphs in half precision', () => {
+  test('fp16 activations on WebGPU: the loss of the fp32 graph, and with loss scaling its gradients', async (t) => {
+    const dir = await tinyTitanPackage(path.join(root, 'fp16'), { operator_mode: 'delta_rule', max_chunk_size: 16 });
+    const pkg = readPackage(dir);
+    const T = 40;
+    const spec: LoraSpec = { ...SPEC, targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj'] };
+    const full = buildTrainingGraph(pkg, { sequence: T, kind: 'train', lora: spec });
+    const half = buildTrainingGraph(pkg, { sequence: T, kind: 'train', lora: spec, compute: 'float16' });
+    fs.writeFileSync(path.join(dir, 'train32.onnx'), full.bytes);
+    fs.writeFileSync(path.join(dir, 'train16.onnx'), half.bytes);
+    let gpu: ort.InferenceSession;
+    try {
+      gpu = await ort.InferenceSession.create(path.join(dir, 'train16.onnx'), { executionProviders: ['webgpu'], logSeverityLevel: 4 });
+    } catch (e) {
+      // CI machines have no Vulkan driver; the half-precision graph needs a GPU provider.
+      t.skip(`no WebGPU adapter here (${String((e as Error).message).split('\n')[0]})`);
+      return;
+    }
+    const cpu = await ort.InferenceSession.create(path.join(dir, 'train32.onnx'), { executionProviders: ['cpu'], logSeverityLevel: 3 });
+    const values = loraValues(pkg, false, 5);
+    const feeds = (scale: number): Record<string, ort.Tensor> => {
+      const f: Record<string, ort.Tensor> = {
+        input_ids: new ort.Tensor('int64', BigInt64Array.from({ length: T }, (_, i) => BigInt((i * 7) % 250)), [T]),
+        targets: new ort.Tensor('int64', BigInt64Array.from({ length: T }, (_, i) => BigInt((i * 7 + 7) % 250)), [T]),
+        loss_weights: new ort.Tensor('float32', new Float32Array(T).fill(scale / T), [T]),
+        mag_weight: new ort.Tensor('float32', Float32Array.from([0.5]), []),
+      };
+      for (const s of full.slots) {
+        f[s.a] = new ort.Tensor('float32', values.get(s.a)!, shapeA(s, spec.r));
+        f[s.b] = new ort.Tensor('float32', values.get(s.b)!, shapeB(s, spec.r));
+      }
+      return f;
+    };
+    const ref = await cpu.run(feeds(1));
+    const scale = 1024;
+    const got = await gpu.run(feeds(scale));
+    const lossRef = Number(ref.loss.data[0]);
+    const loss = Number(got.loss.data[0]) / scale;
+    let worst = 0;
+    for (const s of full.slots) {
+      for (const name of [`grad.${s.a}`, `grad.${s.b}`]) {
+        const a = ref[name].data as Float32Array;
+        const b = got[name].data as Float32Array;
+        let d = 0;
+        let n = 0;
+        for (let i = 0; i < a.length; i++) {
+          d += (a[i] - b[i] / scale) ** 2;
+          n += a[i] ** 2;
+        }
+        worst = Math.max(worst, Math.sqrt(d / n));
+      }
+    }
+    t.diagnostic(`loss ${lossRef.toFixed(6)} (fp32, CPU) vs ${loss.toFixed(6)} (fp16, WebGPU); worst relative gradient error ${worst.toExponential(2)}`);
+    assert.ok(Math.abs(loss - lossRef) < 1e-3 * lossRef);
+    assert.ok(worst < 0.05, `worst relative gradient error ${worst}`);
+    await cpu.release();
+    await gpu.release();
   });
 });

@@ -2,7 +2,7 @@
 // math functions. Gradients of broadcast inputs are summed back to the input's shape.
 import type { Value } from '../builder';
 import type { NodeContext, OpRule, VjpContext } from './rule';
-import { broadcastMap, broadcastShapes, ElemType, FOLD_LIMIT, isFloat, isFoldable, numel, unbroadcast, type TensorInfo } from './tensor';
+import { broadcastMap, broadcastShapes, ElemType, FOLD_LIMIT, isFloat, isFoldable, numel, scalar, unbroadcast, type TensorInfo } from './tensor';
 
 /** Output info of a broadcasting op; folds the value when every input is known and `fold` is given. */
 function broadcastInfo(ctx: NodeContext, count: number, elemType: number | null, fold?: (xs: number[]) => number): TensorInfo {
@@ -34,6 +34,8 @@ function toInput(ctx: VjpContext, i: number, grad: Value): Value {
 const mul = (ctx: VjpContext, a: Value, b: Value) => ctx.g.op('Mul', [a, b]);
 const div = (ctx: VjpContext, a: Value, b: Value) => ctx.g.op('Div', [a, b]);
 const neg = (ctx: VjpContext, a: Value) => ctx.g.op('Neg', [a]);
+/** A scalar in the element type of the node's first output (the gradient's type). */
+const k = (ctx: VjpContext, v: number) => scalar(ctx.g, ctx.output(0).elemType, v);
 
 /** A unary op whose gradient is gy · f'(x, y). */
 function unary(derivative: (ctx: VjpContext, x: Value, y: Value, gy: Value) => Value): OpRule {
@@ -74,7 +76,7 @@ export const ELEMENTWISE_RULES: Record<string, OpRule> = {
       const { g } = ctx;
       const [x, p] = ctx.inputs as Value[];
       // d(x^p)/dx = p·x^(p−1); d(x^p)/dp = x^p·log x
-      const gx = gy && ctx.wants(0) ? toInput(ctx, 0, mul(ctx, gy, mul(ctx, p, g.op('Pow', [x, g.op('Sub', [p, g.float(1)])])))) : null;
+      const gx = gy && ctx.wants(0) ? toInput(ctx, 0, mul(ctx, gy, mul(ctx, p, g.op('Pow', [x, g.op('Sub', [p, scalar(g, ctx.need(1).elemType, 1)])])))) : null;
       const gp = gy && ctx.wants(1) ? toInput(ctx, 1, mul(ctx, gy, mul(ctx, ctx.outputs[0], g.op('Log', [x])))) : null;
       return [gx, gp];
     },
@@ -105,7 +107,7 @@ export const ELEMENTWISE_RULES: Record<string, OpRule> = {
     vjp: (ctx, [gy]) => {
       const { g } = ctx;
       const c = ctx.inputs[0]!;
-      const zero = g.float(0);
+      const zero = k(ctx, 0);
       const ga = gy && ctx.wants(1) ? toInput(ctx, 1, g.op('Where', [c, gy, zero])) : null;
       const gb = gy && ctx.wants(2) ? toInput(ctx, 2, g.op('Where', [c, zero, gy])) : null;
       return [null, ga, gb];
@@ -134,7 +136,7 @@ export const ELEMENTWISE_RULES: Record<string, OpRule> = {
     vjp: (ctx, [gy]) => {
       if (!gy || !ctx.wants(0)) return [null];
       const { g } = ctx;
-      return [g.op('Where', [g.op('Less', [ctx.inputs[0]!, g.float(0)]), neg(ctx, gy), gy])];
+      return [g.op('Where', [g.op('Less', [ctx.inputs[0]!, k(ctx, 0)]), neg(ctx, gy), gy])];
     },
   },
   Exp: unary((ctx, _x, y, gy) => mul(ctx, gy, y)),
@@ -142,14 +144,14 @@ export const ELEMENTWISE_RULES: Record<string, OpRule> = {
   // d√x = 1/(2√x); where √x = 0 the gradient is taken as 0 (it only reaches there through masked branches).
   Sqrt: unary((ctx, _x, y, gy) => {
     const { g } = ctx;
-    return g.op('Where', [g.op('Equal', [y, g.float(0)]), g.float(0), div(ctx, mul(ctx, gy, g.float(0.5)), y)]);
+    return g.op('Where', [g.op('Equal', [y, k(ctx, 0)]), k(ctx, 0), div(ctx, mul(ctx, gy, k(ctx, 0.5)), y)]);
   }),
-  Sigmoid: unary((ctx, _x, y, gy) => mul(ctx, gy, mul(ctx, y, ctx.g.op('Sub', [ctx.g.float(1), y])))),
-  Tanh: unary((ctx, _x, y, gy) => mul(ctx, gy, ctx.g.op('Sub', [ctx.g.float(1), mul(ctx, y, y)]))),
+  Sigmoid: unary((ctx, _x, y, gy) => mul(ctx, gy, mul(ctx, y, ctx.g.op('Sub', [k(ctx, 1), y])))),
+  Tanh: unary((ctx, _x, y, gy) => mul(ctx, gy, ctx.g.op('Sub', [k(ctx, 1), mul(ctx, y, y)]))),
   Cos: unary((ctx, x, _y, gy) => neg(ctx, mul(ctx, gy, ctx.g.op('Sin', [x])))),
   Sin: unary((ctx, x, _y, gy) => mul(ctx, gy, ctx.g.op('Cos', [x]))),
   Reciprocal: unary((ctx, _x, y, gy) => neg(ctx, mul(ctx, gy, mul(ctx, y, y)))),
-  Relu: unary((ctx, x, _y, gy) => ctx.g.op('Where', [ctx.g.op('Greater', [x, ctx.g.float(0)]), gy, ctx.g.float(0)])),
+  Relu: unary((ctx, x, _y, gy) => ctx.g.op('Where', [ctx.g.op('Greater', [x, k(ctx, 0)]), gy, k(ctx, 0)])),
 };
 
 /** Max/Min of two inputs: the gradient goes to the selected one (the first on ties). */
@@ -159,6 +161,6 @@ function minMaxVjp(ctx: VjpContext, gy: Value | null, firstWins: 'GreaterOrEqual
   const { g } = ctx;
   const [a, b] = ctx.inputs as Value[];
   const first = g.op(firstWins, [a, b]);
-  const zero = g.float(0);
+  const zero = k(ctx, 0);
   return [ctx.wants(0) ? toInput(ctx, 0, g.op('Where', [first, gy, zero])) : null, ctx.wants(1) ? toInput(ctx, 1, g.op('Where', [first, zero, gy])) : null];
 }

@@ -1,7 +1,7 @@
 // Matrix products, softmaxes, reductions and cumulative sums.
 import type { Value } from '../builder';
 import type { NodeContext, OpRule, VjpContext } from './rule';
-import { broadcastShapes, normAxis, numel, unbroadcast, type TensorInfo } from './tensor';
+import { broadcastShapes, normAxis, numel, scalar, unbroadcast, type TensorInfo } from './tensor';
 
 /** Swaps the last two axes of a rank-r value. */
 function swapLast(ctx: VjpContext, x: Value, rank: number): Value {
@@ -46,7 +46,7 @@ function reduceBack(ctx: VjpContext, gy: Value, scale: number): Value {
   const axes = reduceAxes(ctx);
   const kept = x.shape.map((d, i) => (axes.includes(i) ? 1 : d));
   let grad = ctx.attrs.int('keepdims', 1) === 1 ? gy : g.op('Reshape', [gy, g.ints(kept)]);
-  if (scale !== 1) grad = g.op('Mul', [grad, g.float(scale)]);
+  if (scale !== 1) grad = g.op('Mul', [grad, scalar(g, ctx.output(0).elemType, scale)]);
   return g.op('Expand', [grad, g.ints(x.shape)]);
 }
 
@@ -98,7 +98,7 @@ export const LINALG_RULES: Record<string, OpRule> = {
       let gc: Value | null = null;
       if (ctx.inputs[2] && ctx.wants(2)) {
         gc = unbroadcast(g, gy, ctx.output(0).shape, ctx.need(2).shape);
-        if (beta !== 1) gc = g.op('Mul', [gc, g.float(beta)]);
+        if (beta !== 1) gc = g.op('Mul', [gc, scalar(g, ctx.output(0).elemType, beta)]);
       }
       return [ga, gb, gc];
     },
@@ -150,7 +150,7 @@ export const LINALG_RULES: Record<string, OpRule> = {
       const y = ctx.attrs.int('keepdims', 1) === 1 ? ctx.outputs[0] : g.op('Reshape', [ctx.outputs[0], g.ints(kept)]);
       // The gradient goes to every maximal element (ties share it, as with a subgradient).
       const at = g.op('Equal', [ctx.inputs[0]!, y]);
-      return [g.op('Where', [at, reduceBack(ctx, gy, 1), g.float(0)]), null];
+      return [g.op('Where', [at, reduceBack(ctx, gy, 1), scalar(g, ctx.output(0).elemType, 0)]), null];
     },
   },
   CumSum: {

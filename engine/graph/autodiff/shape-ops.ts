@@ -199,7 +199,7 @@ export const SHAPE_RULES: Record<string, OpRule> = {
     vjp: (ctx, gys) => {
       if (!ctx.wants(0) || gys.every((gy) => !gy)) return [null, null];
       const axis = normAxis(ctx.attrs.int('axis', 0), ctx.need(0).shape.length);
-      const parts = gys.map((gy, j) => gy ?? zeros(ctx.g, ctx.output(j).shape));
+      const parts = gys.map((gy, j) => gy ?? zeros(ctx.g, ctx.output(j).shape, ctx.output(j).elemType));
       return [ctx.g.op('Concat', parts, { axis }), null];
     },
   },
@@ -297,7 +297,7 @@ function gatherVjp(ctx: VjpContext, gy: Value): Gradient {
   const rest = Array.from({ length: yRank }, (_, k) => k).filter((k) => !idxDims.includes(k));
   const updates = g.op('Transpose', [gy], { perm: [...idxDims, ...rest] }); // [idx…, data without axis…]
   const front = [axis, ...data.shape.map((_, a) => a).filter((a) => a !== axis)];
-  const base = zeros(g, front.map((a) => data.shape[a]));
+  const base = zeros(g, front.map((a) => data.shape[a]), data.elemType);
   let index: Value = ctx.inputs[1]!;
   if (idx) index = g.constant('int64', indices.shape, idx);
   const scattered = g.op('ScatterND', [base, g.op('Unsqueeze', [index, g.ints([-1])]), updates], { reduction: 'add' });

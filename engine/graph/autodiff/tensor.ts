@@ -6,6 +6,7 @@
 // evaluated here so that each gradient rule can emit static axes, pads and slices.
 import { onnx } from 'onnx-proto';
 import type { GraphBuilder, Value } from '../builder';
+import { floatToHalf } from '../../model/safetensors';
 
 export const ElemType = onnx.TensorProto.DataType;
 
@@ -140,7 +141,12 @@ export function unbroadcast(g: GraphBuilder, grad: Value, from: readonly number[
   return out;
 }
 
-/** A float32 tensor of zeros of a static shape (broadcast from a scalar, nothing stored). */
-export function zeros(g: GraphBuilder, shape: readonly number[]): Value {
-  return g.op('Expand', [g.float(0), g.ints([...shape])]);
+/** A scalar constant of a float element type (half-precision graphs need half constants). */
+export function scalar(g: GraphBuilder, elemType: number, v: number): Value {
+  return elemType === ElemType.FLOAT16 ? g.constant('float16', [], [floatToHalf(v)]) : g.float(v);
+}
+
+/** Zeros of a static shape and float element type (broadcast from a scalar, nothing stored). */
+export function zeros(g: GraphBuilder, shape: readonly number[], elemType: number = ElemType.FLOAT): Value {
+  return g.op('Expand', [scalar(g, elemType, 0), g.ints([...shape])]);
 }
