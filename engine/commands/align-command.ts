@@ -59,6 +59,7 @@ export function alignOptionsFromArgs(ctx: CommandContext): Omit<AlignOptions, 's
     batch: int(ctx, 'batch', 4, 1),
     sequence: int(ctx, 'seq', 512, 16),
     precision: choice<'fp32' | 'fp16'>(ctx, 'precision', ['fp32', 'fp16'], 'fp32'),
+    recompute: flag(ctx, 'recompute'),
     lora: {
       r: int(ctx, 'rank', 8, 1),
       alpha: num(ctx, 'alpha', 16, 1e-9),
@@ -168,6 +169,7 @@ export const alignCommand: Command = {
     batch: { type: 'string', help: 'sequences per optimizer step, accumulated (default 4)' },
     seq: { type: 'string', help: 'tokens per sequence (default 512)' },
     precision: { type: 'string', help: 'fp32 (default) or fp16: half-precision activations and gradients on GPU providers, fp32 master weights, dynamic loss scaling' },
+    recompute: { type: 'boolean', help: 'recompute each layer in the backward pass instead of keeping its activations (less memory, a little slower)' },
     rank: { type: 'string', help: 'LoRA rank r (default 8)' },
     alpha: { type: 'string', help: 'LoRA alpha (default 16; scaling alpha/r)' },
     dropout: { type: 'string', help: 'LoRA dropout (default 0.05)' },

@@ -19,7 +19,7 @@ import { ELEMENTWISE_RULES } from './autodiff/elementwise';
 import { LINALG_RULES } from './autodiff/linalg';
 import { isSlab, type Gradient, type NodeContext, type OpRule, type Slab, type VjpContext } from './autodiff/rule';
 import { SHAPE_RULES } from './autodiff/shape-ops';
-import { Attrs, ElemType, initializerInfo, isFloat, zeros, type TensorInfo } from './autodiff/tensor';
+import { Attrs, ElemType, initializerInfo, isFloat, scalar as scalarOf, zeros, type TensorInfo } from './autodiff/tensor';
 
 export type { TensorInfo } from './autodiff/tensor';
 
@@ -96,12 +96,23 @@ export function staticInfo(view: GraphView): Map<string, TensorInfo> {
   return infos;
 }
 
+export interface GradientOptions {
+  /**
+   * Activation recomputation (gradient checkpointing): nodes mapped to the same key form a segment
+   * whose float values the backward pass recomputes from the segment's inputs instead of keeping them
+   * from the forward pass (null: kept). Segments must be contiguous runs of nodes, e.g. one decoder
+   * layer of one run. The recomputation of a segment waits for the gradient reaching it, so each
+   * segment's activations exist twice briefly instead of all of them for the whole step.
+   */
+  recompute?: (node: onnx.INodeProto) => string | null;
+}
+
 /**
  * Appends to `g` the gradient of the scalar `loss` with respect to each of `wrt` (graph inputs or any
  * float values), returning one value per entry, each of its shape. Values the loss does not depend on
  * get zeros.
  */
-export function gradients(g: GraphBuilder, loss: Value, wrt: readonly Value[]): Value[] {
+export function gradients(g: GraphBuilder, loss: Value, wrt: readonly Value[], options: GradientOptions = {}): Value[] {
   const view = g.view();
   const nodes = view.nodes.slice();
   const infos = staticInfo(view);
@@ -141,6 +152,7 @@ export function gradients(g: GraphBuilder, loss: Value, wrt: readonly Value[]): 
     return done.get(name)!;
   };
   accumulate(loss.name, g.constant('float32', lossInfo.shape, new Float32Array(lossInfo.shape.length ? lossInfo.shape.reduce((a, b) => a * b, 1) : 1).fill(1)));
+  const recompute = options.recompute ? new Recomputation(g, nodes, infos, options.recompute) : null;
   for (let k = nodes.length - 1; k >= 0; k--) {
     const node = nodes[k];
     const outNames = node.output ?? [];
@@ -149,11 +161,14 @@ export function gradients(g: GraphBuilder, loss: Value, wrt: readonly Value[]): 
     const inNames = node.input ?? [];
     if (!inNames.some((n) => n && needed.has(n))) continue;
     const base = nodeContext(node, infos);
+    // Forward values the rule reads: the kept ones, or recomputed copies inside a checkpointed segment.
+    const firstGrad = gys.findIndex((x) => x !== null);
+    const forward = recompute?.enter(k, gys[firstGrad]!, infos.get(outNames[firstGrad])!.elemType) ?? ((name: string): Value => ({ name }));
     const ctx: VjpContext = {
       ...base,
       g,
-      inputs: inNames.map((n) => (n ? { name: n } : null)),
-      outputs: outNames.map((n) => ({ name: n })),
+      inputs: lazyValues(inNames, forward),
+      outputs: lazyValues(outNames, forward) as Value[],
       output: (j) => infos.get(outNames[j])!,
       wants: (i) => Boolean(inNames[i] && needed.has(inNames[i])),
     };
@@ -214,4 +229,90 @@ function sumContributions(g: GraphBuilder, parts: Gradient[], info: TensorInfo):
     }
   }
   return terms.reduce((acc, t) => g.op('Add', [acc, t]));
+}
+
+/** An array whose entries are resolved on first read (so only the forward values a rule uses get recomputed). */
+function lazyValues(names: readonly string[], resolve: (name: string) => Value): (Value | null)[] {
+  const out: (Value | null)[] = new Array(names.length).fill(null);
+  names.forEach((n, i) => {
+    if (!n) return;
+    let v: Value | undefined;
+    Object.defineProperty(out, i, { get: () => (v ??= resolve(n)), enumerable: true });
+  });
+  return out;
+}
+
+/**
+ * Recomputed copies of checkpointed segments. While the reverse sweep is inside a segment, a forward
+ * value produced in that segment is replaced by a copy computed again from the segment's inputs; each
+ * float input enters through `u + 0·Σ(gradient)`, which makes the copy wait for the backward pass to
+ * reach the segment (onnxruntime runs nodes in dependency order and frees each tensor after its last
+ * reader, so the forward activations are then freed during the forward pass).
+ */
+class Recomputation {
+  private readonly segmentOf: (string | null)[];
+  private readonly producer = new Map<string, number>();
+  private current: string | null = null;
+  private renamed = new Map<string, Value>();
+  private barrier = new Map<number, Value>();
+  private source: { grad: Value; elemType: number } | null = null;
+
+  constructor(
+    private readonly g: GraphBuilder,
+    private readonly nodes: readonly onnx.INodeProto[],
+    private readonly infos: Map<string, TensorInfo>,
+    key: (node: onnx.INodeProto) => string | null,
+  ) {
+    this.segmentOf = nodes.map(key);
+    nodes.forEach((n, k) => (n.output ?? []).forEach((o) => o && this.producer.set(o, k)));
+  }
+
+  /** Called for each node the sweep differentiates; returns how that node's rule reads forward values. */
+  enter(k: number, gradient: Value, elemType: number): (name: string) => Value {
+    const segment = this.segmentOf[k];
+    if (segment !== this.current) {
+      this.current = segment;
+      this.renamed = new Map();
+      this.barrier = new Map();
+      this.source = { grad: gradient, elemType };
+    }
+    return (name) => this.value(name);
+  }
+
+  private inSegment(name: string): boolean {
+    const k = this.producer.get(name);
+    return this.current !== null && k !== undefined && this.segmentOf[k] === this.current;
+  }
+
+  private value(name: string): Value {
+    if (!this.inSegment(name) || !isFloat(this.infos.get(name)!.elemType)) return { name };
+    const known = this.renamed.get(name);
+    if (known) return known;
+    const node = this.nodes[this.producer.get(name)!];
+    const inputs = (node.input ?? []).map((n) => (!n ? '' : this.inSegment(n) ? this.value(n).name : isFloat(this.infos.get(n)?.elemType ?? 0) ? this.gated(n).name : n));
+    const outputs = (node.output ?? []).map((n) => (n ? this.g.fresh('recompute') : ''));
+    this.g.copyNode(node, inputs, outputs);
+    (node.output ?? []).forEach((n, j) => n && this.renamed.set(n, { name: outputs[j] }));
+    return this.renamed.get(name)!;
+  }
+
+  /** A segment input made to depend on the gradient that reached the segment. */
+  private gated(name: string): Value {
+    const type = this.infos.get(name)!.elemType;
+    let zero = this.barrier.get(type);
+    if (!zero) {
+      const g = this.g;
+      const srcType = this.source!.elemType;
+      let z = g.op('Mul', [g.op('ReduceSum', [this.source!.grad], { keepdims: 0 }), scalarOf(g, srcType, 0)]);
+      if (srcType !== type) z = g.op('Cast', [z], { to: type });
+      zero = z;
+      this.barrier.set(type, zero);
+    }
+    const key = `${name}|gated`;
+    const known = this.renamed.get(key);
+    if (known) return known;
+    const v = this.g.op('Add', [{ name }, zero]);
+    this.renamed.set(key, v);
+    return v;
+  }
 }

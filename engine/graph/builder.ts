@@ -171,6 +171,11 @@ export class GraphBuilder {
     return outputs === 1 ? vals[0] : vals;
   }
 
+  /** Appends a copy of an existing node reading `inputs` and writing `outputs` (recomputation in training graphs). */
+  copyNode(node: onnx.INodeProto, inputs: string[], outputs: string[]): void {
+    this.nodes.push({ ...node, name: this.fresh(`${node.opType ?? 'node'}_recompute`), input: inputs, output: outputs });
+  }
+
   /** The serialized ModelProto (opset 18 + the com.microsoft contrib domain). */
   toBytes(metadata: Record<string, string> = {}): Uint8Array {
     const model: onnx.IModelProto = {

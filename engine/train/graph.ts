@@ -33,6 +33,11 @@ export interface TrainingGraphOptions {
    * LoRA matrices stay float32 inputs, cast in the graph. GPU providers only.
    */
   compute?: 'float32' | 'float16';
+  /**
+   * Train graphs: recompute each decoder layer's activations in the backward pass (gradient
+   * checkpointing per layer and run) instead of keeping them all — less memory, about one more forward.
+   */
+  recompute?: boolean;
   /** Name of the weights file relative to where the graph is saved (default the package's). */
   weightsFile?: string;
 }
@@ -178,10 +183,13 @@ export function buildTrainingGraph(pkg: LoadedPackage, options: TrainingGraphOpt
   g.output(nll, 'nll', 'float32', [T]);
   if (options.kind === 'train') {
     const params = slots.flatMap((s) => [s.a, s.b]);
+    // Layer nodes are named run{r}/layers.{i}/… (the builder's scopes): one segment per layer and run.
+    const layerOf = (node: { name?: string | null }) => /^(run\d+\/layers\.\d+)\//.exec(node.name ?? '')?.[1] ?? null;
     const grads = gradients(
       g,
       loss,
       params.map((name) => ({ name })),
+      options.recompute ? { recompute: layerOf } : {},
     );
     slots.forEach((s, k) => {
       g.output(grads[2 * k], `grad.${s.a}`, 'float32', [options.lora.r, s.inFeatures]);

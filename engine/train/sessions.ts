@@ -19,6 +19,8 @@ const GRAPH_FORMAT = 1;
 export interface SessionOptions {
   /** Activation precision of the training graphs (evaluation graphs are always float32). */
   trainCompute?: 'float32' | 'float16';
+  /** Recompute each layer's activations in the backward pass (training graphs). */
+  recompute?: boolean;
   provider: ProviderChoice;
   threads?: number;
   /** Folder for the cached graphs and the weights link. */
@@ -78,7 +80,7 @@ export class TrainingSessions {
   private graphKey(kind: 'train' | 'eval', T: number): string {
     const m = this.pkg.manifest;
     const lora = { r: this.lora.r, alpha: this.lora.alpha, rslora: this.lora.rslora, targets: this.lora.targets, dropout: kind === 'train' && this.lora.dropout > 0 ? this.lora.dropout : 0 };
-    const key = JSON.stringify([GRAPH_FORMAT, m.source.weightsSha256, m.kind, m.dtype, m.window, m.tptt ?? null, m.weights.tensors, lora, kind, T, this.computeOf(kind)]);
+    const key = JSON.stringify([GRAPH_FORMAT, m.source.weightsSha256, m.kind, m.dtype, m.window, m.tptt ?? null, m.weights.tensors, lora, kind, T, this.computeOf(kind), kind === 'train' && this.options.recompute === true]);
     return createHash('sha256').update(key).digest('hex').slice(0, 16);
   }
 
@@ -104,7 +106,7 @@ export class TrainingSessions {
       graph = JSON.parse(fs.readFileSync(metaFile, 'utf8')) as Loaded['graph'];
     } else {
       this.options.onProgress?.(`building the ${kind === 'train' ? 'training' : 'evaluation'} graph for ${T}-token sequences`);
-      const built = buildTrainingGraph(this.pkg, { sequence: T, kind, lora: this.lora, compute: this.computeOf(kind), weightsFile: this.pkg.manifest.weights.file });
+      const built = buildTrainingGraph(this.pkg, { sequence: T, kind, lora: this.lora, compute: this.computeOf(kind), recompute: kind === 'train' && this.options.recompute === true, weightsFile: this.pkg.manifest.weights.file });
       fs.writeFileSync(`${file}.tmp`, built.bytes);
       fs.renameSync(`${file}.tmp`, file);
       graph = { slots: built.slots, magInput: built.magInput, dropoutMasks: built.dropoutMasks, runs: built.runs };
