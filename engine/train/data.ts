@@ -84,12 +84,13 @@ export function splitHash(key: string): number {
   return createHash('sha256').update(key).digest().readUInt32BE(0) / 2 ** 32;
 }
 
-/** Picks the held-out keys: those hashing below the fraction, at least one and never all. */
+/** Picks the held-out keys: those hashing below the fraction, at least one and never all (keys deduplicated). */
 function chooseHeldOut(keys: string[], fraction: number): Set<string> {
-  const scored = keys.map((k) => ({ k, h: splitHash(k) })).sort((a, b) => a.h - b.h);
+  const unique = [...new Set(keys)];
+  const scored = unique.map((k) => ({ k, h: splitHash(k) })).sort((a, b) => a.h - b.h);
   const held = new Set(scored.filter((s) => s.h < fraction).map((s) => s.k));
-  if (held.size === 0 && keys.length >= 2 && fraction > 0) held.add(scored[0].k);
-  if (held.size === keys.length) held.delete(scored[scored.length - 1].k);
+  if (held.size === 0 && unique.length >= 2 && fraction > 0) held.add(scored[0].k);
+  if (held.size === unique.length) held.delete(scored[scored.length - 1].k);
   return held;
 }
 
@@ -291,9 +292,11 @@ export async function jsonlDataset(file: string, tokenizer: TitanTokenizer, opti
         continue;
       }
     }
-    samples.push({ key: `${i}:${line}`, seq: { tokens: Int32Array.from(toks), scored: Uint8Array.from(sc), source: where } });
+    // The split follows the sample's text, so editing other lines never moves it and duplicates stay together.
+    samples.push({ key: line.trim(), seq: { tokens: Int32Array.from(toks), scored: Uint8Array.from(sc), source: where } });
   }
-  if (samples.length < 2) throw new ModelError(`${file}: ${samples.length} usable sample${samples.length === 1 ? '' : 's'}; alignment holds out samples for validation and needs at least 2`);
+  const distinct = new Set(samples.map((s) => s.key)).size;
+  if (distinct < 2) throw new ModelError(`${file}: ${distinct} usable distinct sample${distinct === 1 ? '' : 's'}; alignment holds out samples for validation and needs at least 2`);
   const held = chooseHeldOut(
     samples.map((s) => s.key),
     options.validationFraction ?? 0.1,

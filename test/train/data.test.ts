@@ -112,7 +112,7 @@ describe('instruction data (JSONL)', () => {
       [[{ messages: [{ role: 'user', content: 'hi' }] }], /bad\.jsonl:1: the conversation has no "assistant" message/],
       [[{ messages: [{ role: 'user' }] }], /bad\.jsonl:1: messages\[0\] needs a string "role" and a string "content"/],
       [[[1, 2]], /bad\.jsonl:1: expected a JSON object/],
-      [[{ instruction: 'a', output: 'b' }], /1 usable sample; alignment holds out samples for validation and needs at least 2/],
+      [[{ instruction: 'a', output: 'b' }], /1 usable distinct sample; alignment holds out samples for validation and needs at least 2/],
     ];
     for (const [lines, re] of cases) {
       await assert.rejects(jsonlDataset(writeJsonl('bad.jsonl', lines), tokenizer, { sequence: 64 }), (e: Error) => e instanceof ModelError && re.test(e.message) && !e.message.includes('\n'), String(re));
