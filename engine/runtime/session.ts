@@ -108,6 +108,35 @@ export function largestDivisorAtMost(length: number, max: number): number {
   return 1;
 }
 
+/**
+ * How a call of `length` tokens starting at stream position `position` is cut into graph runs. The
+ * runtime and the training graphs (engine/train/graph.ts) both use it, so they cut alike.
+ */
+export function planRuns(manifest: Pick<LoadedPackage['manifest'], 'tptt' | 'runCapacity'>, position: number, length: number): number[] {
+  const tptt = manifest.tptt as { max_chunk_size?: number; semantics?: string } | undefined;
+  if (!tptt?.max_chunk_size) return [length];
+  const C = tptt.max_chunk_size;
+  const capacity = manifest.runCapacity ?? C;
+  const plan: number[] = [];
+  if (tptt.semantics === 'tptt-0.12') {
+    // The reference processes a call in equal chunks: the largest divisor of its length ≤ C.
+    const c = largestDivisorAtMost(length, C);
+    for (let i = 0; i < length; i += c) plan.push(c);
+    return plan;
+  }
+  // Exact semantics: a run holds up to `capacity` tokens counted from the start of the current
+  // chunk (runs are chunk-aligned inside the graph), so it ends at or before a multiple of C.
+  let pos = position;
+  let left = length;
+  while (left > 0) {
+    const size = Math.min(left, capacity - (pos % C));
+    plan.push(size);
+    pos += size;
+    left -= size;
+  }
+  return plan;
+}
+
 export class ModelRunner {
   private state: RunState = new Map();
   /** Tokens consumed since the last reset. */
@@ -165,28 +194,7 @@ export class ModelRunner {
 
   /** How one forward call is cut into graph runs (Titan graphs take at most max_chunk_size tokens). */
   runPlan(length: number): number[] {
-    const tptt = this.pkg.manifest.tptt as { max_chunk_size?: number; semantics?: string } | undefined;
-    if (!tptt?.max_chunk_size) return [length];
-    const C = tptt.max_chunk_size;
-    const capacity = this.pkg.manifest.runCapacity ?? C;
-    const plan: number[] = [];
-    if (tptt.semantics === 'tptt-0.12') {
-      // The reference processes a call in equal chunks: the largest divisor of its length ≤ C.
-      const c = largestDivisorAtMost(length, C);
-      for (let i = 0; i < length; i += c) plan.push(c);
-      return plan;
-    }
-    // Exact semantics: a run holds up to `capacity` tokens counted from the start of the current
-    // chunk (runs are chunk-aligned inside the graph), so it ends at or before a multiple of C.
-    let pos = this.position;
-    let left = length;
-    while (left > 0) {
-      const size = Math.min(left, capacity - (pos % C));
-      plan.push(size);
-      pos += size;
-      left -= size;
-    }
-    return plan;
+    return planRuns(this.pkg.manifest, this.position, length);
   }
 
   /**

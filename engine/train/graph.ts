@@ -17,9 +17,10 @@ import { gradients } from '../graph/autodiff';
 import { buildDecoderGraph } from '../graph/transformer';
 import { ModelError } from '../model/errors';
 import { LizaExtension } from '../titanize/liza';
-import type { LoadedPackage, PackageManifest } from '../titanize/package';
+import type { LoadedPackage } from '../titanize/package';
 import type { TpttSettings } from '../titanize/settings';
 import { loraProjection, type LoraSlot, type LoraSpec } from './lora';
+import { planRuns } from '../runtime/session';
 
 export interface TrainingGraphOptions {
   /** Tokens per sequence (T). */
@@ -54,37 +55,8 @@ export interface TrainingGraph {
   nodeCount: number;
 }
 
-/**
- * How the runtime cuts a call of `length` tokens starting at stream position `position` into graph runs
- * (mirrors ModelRunner.runPlan; test/train checks that they agree).
- */
-export function planRuns(manifest: Pick<PackageManifest, 'tptt' | 'runCapacity'>, position: number, length: number): number[] {
-  const tptt = manifest.tptt as { max_chunk_size?: number; semantics?: string } | undefined;
-  if (!tptt?.max_chunk_size) return [length];
-  const C = tptt.max_chunk_size;
-  const capacity = manifest.runCapacity ?? C;
-  const plan: number[] = [];
-  if (tptt.semantics === 'tptt-0.12') {
-    let c = 1;
-    for (let k = Math.min(C, length); k > 1; k--) {
-      if (length % k === 0) {
-        c = k;
-        break;
-      }
-    }
-    for (let i = 0; i < length; i += c) plan.push(c);
-    return plan;
-  }
-  let pos = position;
-  let left = length;
-  while (left > 0) {
-    const size = Math.min(left, capacity - (pos % C));
-    plan.push(size);
-    pos += size;
-    left -= size;
-  }
-  return plan;
-}
+// How a call is cut into graph runs: the runtime's own plan, so training chains runs exactly as inference does.
+export { planRuns };
 
 /** The state output that feeds a state input in the next run. */
 function stateOutputFor(input: string): string {
