@@ -1,12 +1,11 @@
 // The main-thread side of the model worker: the same forward/reset/state calls as ModelRunner,
 // answered by a worker thread so the event loop never blocks on a run.
-import * as fs from 'node:fs';
-import * as path from 'node:path';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import { ModelError } from '../model/errors';
 import { readPackage, type LoadedPackage } from '../titanize/package';
 import type { ProviderReport, RunnerOptions } from './session';
 import type { WorkerReply, WorkerRequest } from './worker-protocol';
+import { startWorker } from './start-worker';
 
 /** What generation, ingestion and the CLI need from a running model. */
 export interface ForwardModel {
@@ -23,17 +22,6 @@ export interface ForwardModel {
 
 type Distribute<T> = T extends unknown ? Omit<T, 'id'> : never;
 
-function workerEntry(): { file: string; eval: boolean } {
-  // Bundled: dist/engine/worker.js beside dist/engine/cli.js. From source (tests): the .ts file through
-  // tsx; workers do not inherit tsx's loader (nor honour `--import` in execArgv on Node 20), so a small
-  // boot script registers tsx's CommonJS hook and then loads the worker.
-  const bundled = path.join(__dirname, 'worker.js');
-  if (fs.existsSync(bundled)) return { file: bundled, eval: false };
-  const source = path.join(__dirname, 'worker.ts');
-  if (fs.existsSync(source)) return { file: `require(${JSON.stringify(require.resolve('tsx/cjs'))}); require(${JSON.stringify(source)});`, eval: true };
-  throw new Error(`model worker script not found beside ${__dirname}; run npm run build`);
-}
-
 export class WorkerModel implements ForwardModel {
   position = 0;
   private nextId = 1;
@@ -49,8 +37,7 @@ export class WorkerModel implements ForwardModel {
 
   static async open(packageDir: string, options: RunnerOptions = {}): Promise<WorkerModel> {
     const pkg = readPackage(packageDir);
-    const entry = workerEntry();
-    const worker = new Worker(entry.file, { eval: entry.eval });
+    const worker = startWorker(__dirname, 'worker.js', ['worker.ts']);
     const model = new WorkerModel(worker, pkg, { provider: 'cpu', reason: '' }, '');
     worker.on('message', (msg: WorkerReply) => {
       const p = model.pending.get(msg.id);

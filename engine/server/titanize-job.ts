@@ -1,12 +1,12 @@
 // Runs one conversion in a worker thread (titanize-worker.ts) with progress and cancellation.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Worker } from 'node:worker_threads';
 import { CancelledError } from '../runtime/generate';
 import { ModelError } from '../model/errors';
 import type { PackageDType } from '../titanize/package';
 import type { TpttSettingsInput } from '../titanize/settings';
 import type { TitanizeJobInput, TitanizeWorkerMessage } from './titanize-worker';
+import { startWorker } from '../runtime/start-worker';
 
 export interface TitanizeJob {
   source: string;
@@ -20,16 +20,6 @@ export interface TitanizeJobResult {
   packageDir: string;
   weightsBytes: number;
   seconds: number;
-}
-
-function workerEntry(): { file: string; execArgv: string[] } {
-  // Bundled: dist/engine/titanize-worker.js beside dist/engine/server.js. From source: through tsx.
-  const bundled = path.join(__dirname, 'titanize-worker.js');
-  if (fs.existsSync(bundled)) return { file: bundled, execArgv: [] };
-  for (const source of [path.join(__dirname, 'titanize-worker.ts'), path.join(__dirname, 'server', 'titanize-worker.ts')]) {
-    if (fs.existsSync(source)) return { file: source, execArgv: ['--import', 'tsx'] };
-  }
-  throw new Error(`titanize worker script not found beside ${__dirname}; run npm run build`);
 }
 
 /** Removes what a terminated conversion left: the package writer's temporary sibling folders. */
@@ -46,11 +36,11 @@ export function runTitanizeJob(
 ): Promise<TitanizeJobResult> {
   const t0 = performance.now();
   const cancelFlag = new SharedArrayBuffer(4);
-  const entry = workerEntry();
   const data: TitanizeJobInput = { ...job, cancelFlag };
   return new Promise<TitanizeJobResult>((resolve, reject) => {
     if (options.signal?.aborted) return reject(new CancelledError());
-    const worker = new Worker(entry.file, { execArgv: entry.execArgv, workerData: data, stdout: true });
+    // Bundled: dist/engine/titanize-worker.js beside dist/engine/server.js.
+    const worker = startWorker(__dirname, 'titanize-worker.js', ['titanize-worker.ts', path.join('server', 'titanize-worker.ts')], { workerData: data, stdout: true });
     worker.stdout.resume();
     let settled = false;
     let killTimer: NodeJS.Timeout | undefined;

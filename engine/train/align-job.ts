@@ -3,33 +3,18 @@
 // then keeps its checkpoint (resumable with `resume: true` and the same options).
 //
 //   const report = await runAlignJob(options, { signal, onEvent: (e) => … });
-import * as fs from 'node:fs';
-import * as path from 'node:path';
-import { Worker } from 'node:worker_threads';
 import { ModelError } from '../model/errors';
 import { AlignCancelledError, type AlignEvent, type AlignReport } from './align';
 import type { AlignJobInput, AlignWorkerMessage } from './align-worker';
+import { startWorker } from '../runtime/start-worker';
 
 export type { AlignJobInput } from './align-worker';
 
-function workerEntry(): { file: string; eval: boolean } {
-  // Bundled: dist/engine/align-worker.js beside the bundle that loads this. From source: through tsx.
-  const bundled = path.join(__dirname, 'align-worker.js');
-  if (fs.existsSync(bundled)) return { file: bundled, eval: false };
-  const source = path.join(__dirname, 'align-worker.ts');
-  if (fs.existsSync(source)) return { file: source, eval: true };
-  throw new Error(`align worker script not found beside ${__dirname}; run npm run build`);
-}
-
 export function runAlignJob(input: AlignJobInput, options: { signal?: AbortSignal; onEvent?: (e: AlignEvent) => void } = {}): Promise<AlignReport> {
-  const entry = workerEntry();
   const data = { role: 'titan-align', input };
   return new Promise<AlignReport>((resolve, reject) => {
     if (options.signal?.aborted) return reject(new AlignCancelledError('alignment cancelled before it started'));
-    // Node 20 workers ignore --import, so a worker from source registers tsx's loader itself.
-    const worker = entry.eval
-      ? new Worker(`require(${JSON.stringify(require.resolve('tsx/cjs'))}); require(${JSON.stringify(entry.file)});`, { eval: true, workerData: data, stdout: true })
-      : new Worker(entry.file, { workerData: data, stdout: true });
+    const worker = startWorker(__dirname, 'align-worker.js', ['align-worker.ts'], { workerData: data, stdout: true });
     worker.stdout.resume();
     let settled = false;
     let killTimer: NodeJS.Timeout | undefined;
