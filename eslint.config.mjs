@@ -7,7 +7,7 @@ import globals from 'globals';
 const nodeBuiltins = ['fs', 'path', 'os', 'child_process', 'worker_threads', 'crypto', 'stream', 'net', 'http', 'https', 'url', 'util', 'events', 'readline', 'zlib', 'buffer'];
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'out/**', 'node_modules/**', '.gpu/**', 'media/**', '.vscode-test/**', 'bin/**'] },
+  { ignores: ['dist/**', '.titan/**', 'test-output/**', 'out/**', 'node_modules/**', '.gpu/**', 'media/**', '.vscode-test/**', 'bin/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
