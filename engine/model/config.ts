@@ -144,6 +144,11 @@ export function parseModelConfig(rawValue: unknown): ModelConfig {
     padTokenId: ids(cfg.pad_token_id)[0] ?? null,
     raw,
   };
+  // Each scaling field is checked on its own, but together they can still divide by (nearly) zero:
+  // a denormal linear factor, or llama3 with equal low and high frequency factors.
+  if (headDim <= 1 << 16 && ropeInverseFrequencies(config.rope, headDim).some((f) => !Number.isFinite(f))) {
+    throw new ModelError(`config.json: rope scaling ${clip(JSON.stringify(cfg.rope_parameters ?? cfg.rope_scaling ?? null))} gives infinite or undefined rotary frequencies; check "factor", "low_freq_factor" and "high_freq_factor"`);
+  }
   return config;
 }
 

@@ -134,6 +134,10 @@ export class TitanTokenizer {
     // Llama-style tokenizer_config flags that transformers applies on top of tokenizer.json's post-processor.
     if (addSpecial && this.addBos && ids[0] !== this.bosTokenId) ids.unshift(this.bosTokenId!);
     if (addSpecial && this.addEos && ids[ids.length - 1] !== this.tokenizerEosId) ids.push(this.tokenizerEosId!);
+    // Load checks the vocabulary, but post-processors and added tokens carry ids of their own.
+    for (const id of ids) {
+      if (!Number.isSafeInteger(id) || id < 0) throw new ModelError(`tokenizer.json in ${this.dir} produced the token id ${clip(String(JSON.stringify(id)))}, not a non-negative integer; re-export it with save_pretrained`);
+    }
     return ids;
   }
 
@@ -288,6 +292,13 @@ export function loadTokenizer(dir: string): TitanTokenizer {
   const vocab = (tokenizerJson as { model?: { vocab?: unknown } }).model?.vocab;
   if (vocab !== undefined && (typeof vocab !== 'object' || vocab === null || (modelType === 'Unigram') !== Array.isArray(vocab))) {
     throw new ModelError(`tokenizer.json in ${root}: "model.vocab" must be ${modelType === 'Unigram' ? 'a list of [piece, score]' : 'an object of token → id'}; re-export it with save_pretrained`);
+  }
+  // The library's reverse lookup keeps whatever value a vocabulary entry holds and hands it out as an
+  // id, so a fraction, a string or a list in model.vocab would reach the embedding lookup.
+  if (vocab !== undefined && !Array.isArray(vocab)) {
+    for (const [token, id] of Object.entries(vocab as Record<string, unknown>)) {
+      if (!Number.isSafeInteger(id) || (id as number) < 0) throw new ModelError(`tokenizer.json in ${root}: token ${clip(JSON.stringify(token))} has id ${clip(String(JSON.stringify(id)))} in "model.vocab", not a non-negative integer; re-export it with save_pretrained`);
+    }
   }
   const configFile = path.join(root, 'tokenizer_config.json');
   const configValue = fs.existsSync(configFile) ? readJson(configFile, root) : {};

@@ -19,6 +19,8 @@ let ws: string;
 /** Position → state of a clean read, at every point where a run can end. */
 const reference = new Map<number, Buffer>();
 let total = 0;
+/** Milliseconds a clean read spends on 1024 tokens: kills land within about one checkpoint interval. */
+let msPerCheckpoint = 0;
 
 before(async () => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'titan-memory-kill-'));
@@ -29,7 +31,9 @@ before(async () => {
   const storage = path.join(tmp, 'reference');
   const m = await WorkspaceMemory.open({ packageDir: pkg, workspaces: [ws], storageDir: storage, provider: 'cpu', checkpointEveryTokens: 1, storageCapBytes: 2 ** 40 });
   try {
+    const started = performance.now();
     total = (await m.update()).position;
+    msPerCheckpoint = ((performance.now() - started) / total) * 1024;
   } finally {
     await m.close();
   }
@@ -61,7 +65,7 @@ function checkStorage(memDir: string): number {
 
 it('never leaves a checkpoint that restores to a wrong state, and resumes from the newest good one', async (t) => {
   const seed = Number(process.env.TITAN_KILL_SEED ?? Date.now() % 100_000);
-  t.diagnostic(`kill moments seeded with ${seed} (TITAN_KILL_SEED=${seed} repeats them); stream of ${total} tokens`);
+  t.diagnostic(`kill moments seeded with ${seed} (TITAN_KILL_SEED=${seed} repeats them); stream of ${total} tokens, ${msPerCheckpoint.toFixed(0)} ms per 1024 tokens`);
   const random = rng(seed);
   const storage = path.join(tmp, 'killed');
   const args = ['memory', pkg, '--workspace', ws, '--storage', storage, '--checkpoint-every', '1024', '--provider', 'cpu', '--json'];
@@ -82,7 +86,9 @@ it('never leaves a checkpoint that restores to a wrong state, and resumes from t
       if (states.some((p) => p > kept)) break;
       await sleep(20);
     }
-    await sleep(Math.floor(random() * 1500));
+    // Within one checkpoint interval of the new checkpoint: a kill before the next one, between two
+    // writes or during one; a fixed delay lets a fast machine finish the stream before any kill.
+    await sleep(Math.floor(random() * Math.min(1500, msPerCheckpoint)));
     if (finished) break; // it completed before the kill: nothing left to interrupt
     child.kill('SIGKILL');
     await exited;
