@@ -6,7 +6,7 @@
 // token travels in the params (`progressToken`); cancellation is JSON-RPC's own $/cancelRequest.
 import { NotificationType, ProgressType, RequestType, RequestType0 } from 'vscode-jsonrpc';
 import * as v from 'valibot';
-import { ConversionSettingsSchema, type FieldError } from './settings';
+import { AlignSettingsSchema, ConversionSettingsSchema, type AlignFieldError, type AlignProgressValue, type FieldError } from './settings';
 
 export * from './settings';
 
@@ -38,6 +38,8 @@ export interface ModelInfo {
 export interface ProviderInfo {
   provider: 'webgpu' | 'cuda' | 'cpu';
   reason: string;
+  /** Set when a GPU provider failed (to start or during a run) and the model runs on the CPU instead: what failed. */
+  fallback?: string;
 }
 
 export interface MemoryProgress {
@@ -69,6 +71,8 @@ export interface MemoryStatusInfo {
   updating: MemoryProgress | null;
   /** The last update's failure, cleared by the next success. */
   error: string | null;
+  /** The last update's notices: a cap reached (engine/limits.ts), the storage folder re-created. */
+  notices?: string[];
 }
 
 export interface MemoryStatsInfo {
@@ -85,6 +89,8 @@ export interface MemoryStatsInfo {
   /** The update resumed from a checkpoint instead of reading from the start. */
   restoredFromCheckpoint: boolean;
   cancelled: boolean;
+  /** Caps reached (engine/limits.ts), the storage folder re-created after a deletion. */
+  notices?: string[];
 }
 
 export interface EngineStatus {
@@ -204,6 +210,53 @@ export interface TitanizeResult {
 export const TitanizeRequest = new RequestType<TitanizeParams, TitanizeResult, void>('titan/titanize');
 
 // ---------------------------------------------------------------------------------------------
+// align: LoRA fine-tuning of a package on the open workspace's code (engine/train/align.ts)
+
+export const ValidateAlignSettingsParamsSchema = v.object({
+  settings: AlignSettingsSchema,
+  /** The package to align, for checks that need it (a μ schedule needs a Titan package). */
+  packageDir: v.optional(v.string()),
+});
+export type ValidateAlignSettingsParams = v.InferOutput<typeof ValidateAlignSettingsParamsSchema>;
+export interface ValidateAlignSettingsResult {
+  errors: AlignFieldError[];
+}
+export const ValidateAlignSettingsRequest = new RequestType<ValidateAlignSettingsParams, ValidateAlignSettingsResult, void>('titan/validateAlignSettings');
+
+export const AlignParamsSchema = v.object({
+  /** The package to align (a Titan package, or a base package with the constant μ schedule). */
+  packageDir: NonEmpty,
+  /** The training data: these folders' code, with their excludes (as in configure). */
+  workspaces: v.pipe(v.array(WorkspaceFolderSchema), v.minLength(1, 'alignment needs at least one workspace folder')),
+  /** titan.memory.exclude, for every folder. */
+  exclude: v.optional(v.array(v.string())),
+  settings: AlignSettingsSchema,
+  /** Continue the cancelled run of this package on these folders from its checkpoint. */
+  resume: v.optional(v.boolean()),
+  provider: v.optional(ProviderChoiceSchema),
+  threads: v.optional(v.pipe(v.number(), v.integer(), v.minValue(0))),
+  progressToken: v.optional(Token),
+});
+export type AlignParams = v.InferOutput<typeof AlignParamsSchema>;
+
+/** One alignment progress report (the schema is in settings.ts, shared with the webview). */
+export const AlignProgress = new ProgressType<AlignProgressValue>();
+
+export interface AlignResult {
+  /** The package with the LoRA merged, registered among the models (in <globalStorage>/models). */
+  model: ModelInfo | null;
+  /** The run's folder: adapter/, checkpoint/, report.json, train-log.jsonl. */
+  out: string;
+  adapter: string;
+  steps: { done: number; total: number; resumedFrom: number | null };
+  seconds: number;
+  tokensPerSecond: number;
+  validation: { before: number | null; after: number | null; best: number | null };
+  notes: string[];
+}
+export const AlignRequest = new RequestType<AlignParams, AlignResult, void>('titan/align');
+
+// ---------------------------------------------------------------------------------------------
 // memory
 
 export const UpdateMemoryParamsSchema = v.object({
@@ -249,7 +302,7 @@ export const AskRequest = new RequestType<AskParams, AskResult, void>('titan/ask
 // ---------------------------------------------------------------------------------------------
 // stop / shutdown
 
-/** Cancels every operation in flight (answers, conversions, memory updates). */
+/** Cancels every operation in flight (answers, conversions, alignments, memory updates). */
 export const StopRequest = new RequestType0<{ stopped: number }, void>('titan/stop');
 /** Releases the model and memory; the process exits on the following exit notification. */
 export const ShutdownRequest = new RequestType0<null, void>('titan/shutdown');

@@ -5,7 +5,7 @@
 // acts on messages of the shapes below. No vscode-jsonrpc here: this module is bundled into the
 // browser-side webview.
 import * as v from 'valibot';
-import { ConversionSettingsSchema, SETTINGS_FIELDS } from './settings';
+import { ALIGN_FIELDS, AlignProgressSchema, AlignSettingsSchema, ConversionSettingsSchema, MAG_SCHEDULES, SETTINGS_FIELDS } from './settings';
 
 const Id = v.pipe(v.string(), v.minLength(1), v.maxLength(100));
 const Text = (max: number) => v.pipe(v.string(), v.maxLength(max));
@@ -101,6 +101,8 @@ export const TitanizeToHostSchema = v.variant('type', [
   v.object({ type: v.literal('cancel') }),
   v.object({ type: v.literal('browseAdapter') }),
   v.object({ type: v.literal('openChat') }),
+  /** "Align on this workspace…" after a conversion: the Align panel for the new package. */
+  v.object({ type: v.literal('align'), path: Text(4096) }),
 ]);
 export type TitanizeToHost = v.InferOutput<typeof TitanizeToHostSchema>;
 
@@ -130,6 +132,63 @@ export const HostToTitanizeSchema = v.variant('type', [
 export type HostToTitanize = v.InferOutput<typeof HostToTitanizeSchema>;
 
 // ---------------------------------------------------------------------------------------------
+// Align panel: settings, a live loss plot, Stop
+
+export const AlignToHostSchema = v.variant('type', [
+  v.object({ type: v.literal('ready') }),
+  v.object({ type: v.literal('validate'), id: Id, settings: AlignSettingsSchema }),
+  /** resume: continue the cancelled run from its checkpoint (same settings). */
+  v.object({ type: v.literal('start'), id: Id, settings: AlignSettingsSchema, resume: v.boolean() }),
+  v.object({ type: v.literal('stop') }),
+  /** Switch the chat to the aligned package. */
+  v.object({ type: v.literal('useModel'), path: Text(4096) }),
+  v.object({ type: v.literal('openChat') }),
+]);
+export type AlignToHost = v.InferOutput<typeof AlignToHostSchema>;
+
+export const AlignDefaultsSchema = v.object({
+  budget: v.picklist(['steps', 'minutes']),
+  steps: v.number(),
+  minutes: v.number(),
+  lr: v.number(),
+  magSchedule: v.picklist(MAG_SCHEDULES),
+  batch: v.number(),
+  sequence: v.number(),
+});
+export type AlignDefaults = v.InferOutput<typeof AlignDefaultsSchema>;
+
+export const AlignFieldErrorSchema = v.object({ field: v.nullable(v.picklist(ALIGN_FIELDS)), message: Text(2000) });
+
+export const HostToAlignSchema = v.variant('type', [
+  v.object({
+    type: v.literal('init'),
+    packagePath: Text(4096),
+    packageLabel: Text(500),
+    /** The folders the model trains on, for the heading. */
+    workspaceLabel: Text(2000),
+    defaults: AlignDefaultsSchema,
+    /** A cancelled run of this package on these folders left a checkpoint. */
+    resumable: v.boolean(),
+  }),
+  v.object({ type: v.literal('validation'), id: Id, errors: v.array(AlignFieldErrorSchema) }),
+  v.object({ type: v.literal('progress'), value: AlignProgressSchema }),
+  v.object({
+    type: v.literal('done'),
+    id: Id,
+    model: v.nullable(Text(500)),
+    path: v.nullable(Text(4096)),
+    seconds: v.number(),
+    steps: v.number(),
+    before: v.nullable(v.number()),
+    after: v.nullable(v.number()),
+    notes: v.array(Text(2000)),
+  }),
+  v.object({ type: v.literal('failed'), id: Id, message: Text(20000), errors: v.array(AlignFieldErrorSchema) }),
+  v.object({ type: v.literal('cancelled'), id: Id, message: Text(2000), resumable: v.boolean() }),
+]);
+export type HostToAlign = v.InferOutput<typeof HostToAlignSchema>;
+
+// ---------------------------------------------------------------------------------------------
 // Guards: the parsed message, or null (the caller logs and drops it)
 
 function parser<S extends v.GenericSchema>(schema: S) {
@@ -143,11 +202,13 @@ export const parseChatToHost = parser(ChatToHostSchema);
 export const parseHostToChat = parser(HostToChatSchema);
 export const parseTitanizeToHost = parser(TitanizeToHostSchema);
 export const parseHostToTitanize = parser(HostToTitanizeSchema);
+export const parseAlignToHost = parser(AlignToHostSchema);
+export const parseHostToAlign = parser(HostToAlignSchema);
 export const parseChatEntries = parser(v.array(ChatEntrySchema));
 
 /** Why a message was rejected, for the log (one line). */
-export function explainRejection(schema: 'chat' | 'titanize', value: unknown): string {
-  const s = schema === 'chat' ? ChatToHostSchema : TitanizeToHostSchema;
+export function explainRejection(schema: 'chat' | 'titanize' | 'align', value: unknown): string {
+  const s = schema === 'chat' ? ChatToHostSchema : schema === 'titanize' ? TitanizeToHostSchema : AlignToHostSchema;
   const r = v.safeParse(s, value);
   if (r.success) return 'valid';
   const i = r.issues[0];

@@ -5,6 +5,7 @@ import { ModelError } from '../model/errors';
 import type { PackageDType } from '../titanize/package';
 import { OPERATOR_MODES, type Semantics, type TpttSettingsInput } from '../titanize/settings';
 import { titanize } from '../titanize/titanize';
+import { adapterTrainedSettings, withTrainedSettings, type TrainedSettingKey } from '../titanize/adapter';
 import { choice, flag, int, noExtraPositionals, num, positional, str } from './args';
 import { UsageError, type Command, type CommandContext } from './types';
 
@@ -30,6 +31,18 @@ export function settingsFromArgs(ctx: CommandContext): TpttSettingsInput {
   return input;
 }
 
+/** The option that sets each TPTT setting, for messages. */
+const CLI_OPTION_OF: Record<TrainedSettingKey, string> = {
+  operator_mode: '--operator',
+  recurrent_config: '--recurrent-config',
+  mag_weight: '--mag-weight',
+  cross_gate: '--cross-gate',
+  base_scale_attn: '--base-scale-attn',
+  max_self_attn_length: '--window',
+  max_chunk_size: '--chunk',
+  semantics: '--semantics',
+};
+
 export const titanizeCommand: Command = {
   name: 'titanize',
   usage: 'titanize <hf-dir> --out <dir> [--operator MODE] [--mag-weight μ] [--cross-gate] [--base-scale-attn] [--window W] [--chunk C] [--semantics exact|tptt-0.12] [--adapter DIR] [--dtype fp32|fp16] [--json]',
@@ -44,7 +57,7 @@ export const titanizeCommand: Command = {
     window: { type: 'string', help: 'softmax window W in tokens (max_self_attn_length; default unbounded)' },
     chunk: { type: 'string', help: 'max_chunk_size C: tokens per chunk of the linear branch (default 64)' },
     semantics: { type: 'string', help: 'exact (default: a true recurrence) or tptt-0.12 (the reference library, quirks included)' },
-    adapter: { type: 'string', help: 'merge a TPTT/PEFT LoRA adapter folder into the projections' },
+    adapter: { type: 'string', help: 'merge a TPTT/PEFT LoRA adapter folder into the projections; the TPTT settings its config.json records (titan align writes them) are used where no option is given' },
     dtype: { type: 'string', help: 'weight precision: fp32 (default) or fp16' },
     json: { type: 'boolean', help: 'print the result as JSON' },
   },
@@ -58,6 +71,7 @@ export const titanizeCommand: Command = {
     const adapterDir = str(ctx, 'adapter');
     let transformTensor: ((name: string, data: Float32Array, shape: number[]) => Float32Array) | undefined;
     let adapterInfo: Record<string, unknown> | undefined;
+    let adapterIdentity: { sha256: string } | undefined;
     if (adapterDir !== undefined) {
       if (!fs.existsSync(adapterDir)) throw new ModelError(`adapter folder ${adapterDir} does not exist`);
       const { loadLoraAdapter } = await import('../titanize/adapter');
@@ -65,9 +79,21 @@ export const titanizeCommand: Command = {
       transformTensor = adapter.transformTensor;
       adapterInfo = adapter.summary;
       input.lora_config = adapter.loraConfig;
+      adapterIdentity = { sha256: adapter.sha256 };
+      // The TPTT settings the adapter was trained under (titan align records them) fill what the
+      // command line leaves out; a contradicting option is refused rather than silently obeyed.
+      const trained = adapterTrainedSettings(adapterDir);
+      if (trained) {
+        if (str(ctx, 'semantics') === undefined) delete input.semantics;
+        const given = (key: TrainedSettingKey) => (key === 'semantics' ? str(ctx, 'semantics') !== undefined : input[key] !== undefined);
+        const merged = withTrainedSettings(input, trained, given);
+        const refused = merged.conflicts.map((c) => `${CLI_OPTION_OF[c.key]} ${c.given} contradicts the adapter, trained with ${c.key} ${c.trained} (${c.file}); leave ${CLI_OPTION_OF[c.key]} out to use the adapter's, or pass ${c.trained}`);
+        if (refused.length) throw new UsageError(refused.join('; '));
+        Object.assign(input, merged.input);
+      }
     }
     const t0 = performance.now();
-    const { pkg, settings } = titanize(source, out, input, { dtype, transformTensor });
+    const { pkg, settings } = titanize(source, out, input, { dtype, transformTensor, adapter: adapterIdentity });
     const seconds = (performance.now() - t0) / 1000;
     const bytes = fs.statSync(path.join(pkg.dir, 'weights.bin')).size;
     if (flag(ctx, 'json')) process.stdout.write(JSON.stringify({ package: pkg.dir, kind: 'titan', dtype, tptt: settings, adapter: adapterInfo ?? null, weightsBytes: bytes, seconds }) + '\n');

@@ -244,7 +244,11 @@ export class ModelRunner {
   /** Identifies what a saved state is valid for: the weights, dtype, window and TPTT settings. */
   get packageKey(): string {
     const m = this.pkg.manifest;
-    return crypto.createHash('sha256').update(JSON.stringify([m.source.weightsSha256, m.kind, m.dtype, m.window, m.tptt ?? null])).digest('hex').slice(0, 32);
+    const parts: unknown[] = [m.source.weightsSha256, m.kind, m.dtype, m.window, m.tptt ?? null];
+    // A merged adapter changes the weights but not the source's hash. Only then is it added, so the
+    // keys (and saved memories) of packages without one stay as they were.
+    if (m.adapter) parts.push({ adapter: m.adapter.sha256 });
+    return crypto.createHash('sha256').update(JSON.stringify(parts)).digest('hex').slice(0, 32);
   }
 
   /** The run state as a checksummed blob (see state-blob.ts). */

@@ -2,10 +2,14 @@
 // validated against their schemas before use; every failure goes back as a one-line ResponseError
 // (ModelError for the user's files and settings, Cancelled, InvalidParams, NotReady); cancellation
 // tokens become AbortSignals that travel down to the model.
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ErrorCodes, ResponseError, type CancellationToken, type MessageConnection, type ProgressType, type RequestType } from 'vscode-jsonrpc/node';
 import * as v from 'valibot';
 import {
+  AlignParamsSchema,
+  AlignProgress,
+  AlignRequest,
   AskParamsSchema,
   AskProgress,
   AskRequest,
@@ -30,13 +34,18 @@ import {
   TitanizeRequest,
   UpdateMemoryParamsSchema,
   UpdateMemoryRequest,
+  ValidateAlignSettingsParamsSchema,
+  ValidateAlignSettingsRequest,
   ValidateSettingsParamsSchema,
   ValidateSettingsRequest,
   parseParams,
+  type AlignProgressValue,
+  type AlignResult,
   type AskResult,
   type ConfigureParams,
   type EngineStatus,
   type InitializeParams,
+  type WorkspaceFolderParam,
 } from '../../protocol/engine';
 import { ModelError } from '../model/errors';
 import { CancelledError } from '../runtime/generate';
@@ -46,6 +55,12 @@ import { ModelCatalog, packageNameFor } from './models';
 import { ModelSession } from './session';
 import { readForm, validateForm } from './settings-form';
 import { runTitanizeJob } from './titanize-job';
+import { readAlignForm, validateAlignForm } from './align-form';
+import { runAlignJob } from '../train/align-job';
+import type { AlignEvent } from '../train/align';
+import { hasCheckpoint } from '../train/checkpoint';
+import type { DatasetSummary } from '../train/data';
+import { DEFAULT_LORA_TARGETS } from '../train/lora';
 import { version as engineVersion } from '../../package.json';
 
 export { OPERATOR_MODES };
@@ -132,6 +147,8 @@ export class EngineServer {
     this.request(ListModelsRequest, ListModelsParamsSchema, async (p) => this.requireCatalog().list(p.extraPaths ?? []));
     this.request(ValidateSettingsRequest, ValidateSettingsParamsSchema, async (p) => ({ errors: validateForm(p.settings, p.source) }));
     this.request(TitanizeRequest, TitanizeParamsSchema, async (p, token) => this.titanize(p, token));
+    this.request(ValidateAlignSettingsRequest, ValidateAlignSettingsParamsSchema, async (p) => ({ errors: validateAlignForm(p.settings, p.packageDir) }));
+    this.request(AlignRequest, AlignParamsSchema, async (p, token) => this.align(p, token));
     this.request(UpdateMemoryRequest, UpdateMemoryParamsSchema, async (p, token) => this.updateMemory(p, token));
     this.request(AskRequest, AskParamsSchema, async (p, token) => this.ask(p, token));
     c.onRequest(StopRequest, () => this.stop());
@@ -296,6 +313,78 @@ export class EngineServer {
     });
   }
 
+  /**
+   * Aligns a package on the workspace folders' code in a worker thread (engine/train/align-job.ts), one
+   * progress report per step. A run has one folder per (package, folders): cancelling keeps its
+   * checkpoint there and `resume` continues it; a finished run's merged package becomes a model.
+   */
+  private async align(p: v.InferOutput<typeof AlignParamsSchema>, token: CancellationToken): Promise<AlignResult> {
+    const catalog = this.requireCatalog();
+    const errors = validateAlignForm(p.settings, p.packageDir);
+    if (errors.length) throw new ResponseError(EngineErrorCodes.ModelError, errors.map((e) => e.message).join('; '), { errors });
+    // One run at a time: training takes every core (or the GPU), and two runs could share a folder.
+    if (this.ops.kinds().includes('align')) throw new ModelError('an alignment is already running; stop it (Titan: Stop) before starting another');
+    const form = readAlignForm(p.settings);
+    const packageDir = path.resolve(p.packageDir);
+    const folders = p.workspaces.map((w) => path.resolve(w.path));
+    const runDir = catalog.alignmentRunDir(packageDir, folders);
+    if (p.resume && !hasCheckpoint(runDir)) throw new ModelError(`there is no cancelled alignment of ${path.basename(packageDir)} on ${folders.map((f) => path.basename(f)).join(', ')} to resume; start a new one`);
+    const exclude = [...new Set([...(p.exclude ?? []), ...p.workspaces.flatMap((w) => excludeGlobs(w.exclude))])];
+    return this.ops.run('align', token, async (signal) => {
+      // A new run replaces the cancelled one of the same package and folders (its checkpoint only).
+      if (!p.resume) fs.rmSync(runDir, { recursive: true, force: true });
+      log.info(`align ${packageDir} on ${folders.join(', ')} → ${runDir}${p.resume ? ' (resuming)' : ''}`);
+      let summary: DatasetSummary | null = null;
+      const report = await runAlignJob(
+        {
+          packageDir,
+          data: { kind: 'workspace', dir: folders[0], extraDirs: folders.slice(1), exclude },
+          out: runDir,
+          ...(form.steps !== undefined ? { steps: form.steps } : { minutes: form.minutes }),
+          lr: form.lr,
+          weightDecay: 0.01,
+          clip: 1,
+          batch: form.batch,
+          sequence: form.sequence,
+          lora: { r: 8, alpha: 16, dropout: 0.05, targets: DEFAULT_LORA_TARGETS, rslora: false },
+          mag: { schedule: form.magSchedule },
+          seed: 0,
+          provider: p.provider ?? 'auto',
+          threads: p.threads || undefined,
+          resume: p.resume === true,
+        },
+        {
+          signal,
+          onEvent: (e) => {
+            if (e.type === 'data') summary = e.summary;
+            const value = alignProgressOf(e, summary);
+            if (value) this.progress(AlignProgress, p.progressToken, value);
+          },
+        },
+      );
+      let model = null;
+      let out = report.out;
+      let adapter = report.adapter;
+      if (report.mergedPackage) {
+        const registered = catalog.registerAlignment(runDir, packageDir, folders);
+        model = catalog.describe(registered.packageDir);
+        out = registered.runDir;
+        adapter = path.join(registered.runDir, path.relative(runDir, report.adapter));
+      }
+      log.info(`aligned ${packageDir}: ${report.steps.done} steps in ${report.seconds.toFixed(1)} s, validation ${report.validation.before?.loss.toFixed(4) ?? '?'} → ${report.validation.after?.loss.toFixed(4) ?? '?'}${model ? `; model ${model.path}` : ''}`);
+      return {
+        model,
+        out,
+        adapter,
+        steps: report.steps,
+        seconds: report.seconds,
+        tokensPerSecond: report.tokensPerSecond,
+        validation: { before: report.validation.before?.loss ?? null, after: report.validation.after?.loss ?? null, best: report.validation.best?.loss ?? null },
+        notes: report.notes,
+      };
+    });
+  }
+
   private async updateMemory(p: v.InferOutput<typeof UpdateMemoryParamsSchema>, token: CancellationToken) {
     const session = await this.requireSession();
     if (!session.memory) throw new NotReadyError(session.params.workspaces.length === 0 ? 'no folder is open: the workspace memory needs one' : `the workspace memory is unavailable: ${session.memoryError}`);
@@ -337,5 +426,34 @@ export class EngineServer {
     const stopped = this.ops.abortAll() + (this.session?.memory?.cancelAll() ?? 0);
     log.info(`stop: ${stopped} operation(s) cancelled`);
     return { stopped };
+  }
+}
+
+/** A folder's exclude setting (a glob list, or VS Code's glob → true/{when} map) as globs. */
+function excludeGlobs(exclude: WorkspaceFolderParam['exclude']): string[] {
+  if (!exclude) return [];
+  if (Array.isArray(exclude)) return exclude;
+  // `when` clauses (sibling conditions) are left to the memory's discovery; the data reader takes plain globs.
+  return Object.entries(exclude).filter(([, on]) => on === true).map(([glob]) => glob);
+}
+
+/** null for a non-finite number: JSON has no NaN (an fp16 step that overflowed). */
+const finiteOrNull = (x: number): number | null => (Number.isFinite(x) ? x : null);
+
+/** An align event as the protocol's progress value (the dataset summary travels with `start`). */
+export function alignProgressOf(e: AlignEvent, summary: DatasetSummary | null): AlignProgressValue | null {
+  switch (e.type) {
+    case 'stage':
+      return { kind: 'stage', message: e.message };
+    case 'data':
+      return { kind: 'stage', message: `${e.summary.trainSequences} training sequences from ${e.summary.trainItems} files, ${e.summary.validationSequences} held out` };
+    case 'start':
+      return { kind: 'start', totalSteps: e.totalSteps, minutes: e.minutes, startStep: e.startStep, provider: e.provider, trainSequences: summary?.trainSequences ?? 0, validationSequences: summary?.validationSequences ?? 0, trainTokens: summary?.trainTokens ?? 0 };
+    case 'step':
+      return { kind: 'step', step: e.step, totalSteps: e.totalSteps, loss: finiteOrNull(e.loss), lr: e.lr, mu: e.mu, gradNorm: finiteOrNull(e.gradNorm), tokensPerSecond: Number.isFinite(e.tokensPerSecond) ? e.tokensPerSecond : 0, elapsed: e.elapsed, eta: Number.isFinite(e.eta) ? e.eta : 0 };
+    case 'eval':
+      return { kind: 'eval', step: e.step, loss: finiteOrNull(e.loss), perplexity: finiteOrNull(e.perplexity) };
+    case 'checkpoint':
+      return { kind: 'checkpoint', step: e.step };
   }
 }

@@ -1,5 +1,6 @@
 // The models the engine can run: packages in <globalStorage>/models (the demo model's conversion and
 // every Titanize result), plus package folders the extension knows of. Also where conversions go.
+import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ModelInfo } from '../../protocol/engine';
@@ -59,6 +60,38 @@ export class ModelCatalog {
 
   get demoPackageDir(): string {
     return path.join(this.modelsDir, DEMO_PACKAGE_NAME);
+  }
+
+  /** Alignment runs: a run in progress (or cancelled, with its checkpoint) and every finished run's adapter and report. */
+  get alignmentsDir(): string {
+    return path.join(this.globalStorageDir, 'alignments');
+  }
+
+  /**
+   * The folder of the alignment run of `packageDir` on `folders`: one per pair, so a cancelled run is
+   * found again and resumed; a finished run moves out of it (registerAlignment).
+   */
+  alignmentRunDir(packageDir: string, folders: readonly string[]): string {
+    const key = createHash('sha256').update(JSON.stringify([path.resolve(packageDir), ...folders.map((f) => path.resolve(f))])).digest('hex').slice(0, 10);
+    const name = `${path.basename(path.resolve(packageDir))}-on-${path.basename(path.resolve(folders[0] ?? 'workspace'))}`.replace(/[^A-Za-z0-9._-]+/g, '_');
+    return path.join(this.alignmentsDir, `${name}-${key}.run`);
+  }
+
+  /**
+   * Makes a finished run's merged package a model: <runDir>/package moves to models/<name> (a name not
+   * yet taken: earlier alignments stay selectable), the rest of the run (adapter, report, log) to
+   * alignments/<name>. Returns the package's new folder and the run's.
+   */
+  registerAlignment(runDir: string, packageDir: string, folders: readonly string[]): { packageDir: string; runDir: string } {
+    const base = `${path.basename(path.resolve(packageDir))}-aligned-${path.basename(path.resolve(folders[0] ?? 'workspace'))}`.replace(/[^A-Za-z0-9._-]+/g, '_');
+    fs.mkdirSync(this.modelsDir, { recursive: true });
+    let name = base;
+    for (let n = 2; fs.existsSync(path.join(this.modelsDir, name)) || fs.existsSync(path.join(this.alignmentsDir, name)); n++) name = `${base}-${n}`;
+    const target = path.join(this.modelsDir, name);
+    fs.renameSync(path.join(runDir, 'package'), target);
+    const kept = path.join(this.alignmentsDir, name);
+    fs.renameSync(runDir, kept);
+    return { packageDir: target, runDir: kept };
   }
 
   isDemo(dir: string): boolean {

@@ -6,7 +6,20 @@ import type { ConversionSettings, FieldError, SettingsField } from '../../protoc
 import { loadModelConfig } from '../model/config';
 import { ModelError } from '../model/errors';
 import type { PackageDType } from '../titanize/package';
+import { adapterTrainedSettings, withTrainedSettings, type TrainedSettingKey } from '../titanize/adapter';
 import { validateTpttSettings, type TpttSettingsInput } from '../titanize/settings';
+
+/** The form field and label of each TPTT setting an adapter records (base_scale_attn has no field). */
+const FORM_FIELD_OF: Record<TrainedSettingKey, [SettingsField | null, string]> = {
+  operator_mode: ['operator', 'operator'],
+  recurrent_config: ['operator', 'recurrent config'],
+  mag_weight: ['magWeight', 'MaG weight'],
+  cross_gate: ['crossGate', 'cross gate'],
+  base_scale_attn: [null, 'base scale'],
+  max_self_attn_length: ['window', 'window'],
+  max_chunk_size: ['chunk', 'chunk size'],
+  semantics: ['semantics', 'semantics'],
+};
 
 export interface ResolvedForm {
   input: TpttSettingsInput;
@@ -18,13 +31,13 @@ export interface ResolvedForm {
 }
 
 /** A form value as a number when it reads as one; otherwise the raw value, for the validator to name. */
-function numeric(value: unknown): unknown {
+export function numeric(value: unknown): unknown {
   if (typeof value === 'number') return value;
   if (typeof value === 'string' && value.trim() !== '' && Number.isFinite(Number(value))) return Number(value);
   return value;
 }
 
-function blank(value: unknown): boolean {
+export function blank(value: unknown): boolean {
   return value === undefined || value === null || (typeof value === 'string' && value.trim() === '');
 }
 
@@ -89,6 +102,19 @@ export function validateForm(form: ConversionSettings, source?: string): FieldEr
   if (adapter !== null) {
     if (!path.isAbsolute(adapter)) errors.push({ field: 'adapter', message: `adapter folder must be an absolute path, got ${adapter}` });
     else if (!fs.existsSync(adapter) || !fs.statSync(adapter).isDirectory()) errors.push({ field: 'adapter', message: `adapter folder ${adapter} does not exist` });
+    else {
+      // An adapter trained under other TPTT settings (titan align records them) would make another model.
+      try {
+        const trained = adapterTrainedSettings(adapter);
+        const conflicts = trained ? withTrainedSettings(input, trained, (key) => input[key] !== undefined).conflicts : [];
+        for (const c of conflicts) {
+          const [field, label] = FORM_FIELD_OF[c.key];
+          errors.push({ field, message: `the adapter was trained with ${label} ${c.trained}, not ${c.given} (${c.file}); set ${c.trained}` });
+        }
+      } catch (e) {
+        errors.push({ field: 'adapter', message: e instanceof Error ? e.message : String(e) });
+      }
+    }
   }
   return errors;
 }

@@ -34,17 +34,24 @@ async function main(job: TitanizeJobInput): Promise<void> {
   try {
     let transformTensor: ((name: string, data: Float32Array, shape: number[]) => Float32Array) | undefined;
     const input = { ...job.input };
+    let adapterIdentity: { sha256: string } | undefined;
     if (job.adapter) {
       post({ type: 'progress', done: 0, total: 1, message: 'reading the adapter' });
-      const { loadLoraAdapter } = await import('../titanize/adapter');
+      const { adapterTrainedSettings, loadLoraAdapter, withTrainedSettings } = await import('../titanize/adapter');
       const adapter = loadLoraAdapter(job.adapter, job.source);
       transformTensor = adapter.transformTensor;
       input.lora_config = adapter.loraConfig;
+      adapterIdentity = { sha256: adapter.sha256 };
+      // What the form leaves blank comes from the settings the adapter was trained under (the form's
+      // validation has refused values that contradict them).
+      const trained = adapterTrainedSettings(job.adapter);
+      if (trained) Object.assign(input, withTrainedSettings(input, trained, (key) => input[key] !== undefined).input);
     }
     let last = 0;
     const { pkg } = titanize(job.source, job.out, input, {
       dtype: job.dtype,
       transformTensor,
+      adapter: adapterIdentity,
       onProgress: (done, total) => {
         if (Atomics.load(cancel, 0) === 1) throw new ConversionCancelled('conversion cancelled');
         const now = Date.now();

@@ -13,12 +13,13 @@
 // the base tensor and the configured rank; a key we cannot place is an error, never silently dropped
 // (a half-applied adapter is worse than a failure). Only JSON and safetensors are read, only inside
 // the adapter folder.
+import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { loadModelConfig, type ModelConfig } from '../model/config';
 import { ModelError } from '../model/errors';
 import { Checkpoint, readSafetensorsHeader, toFloat32, type TensorInfo } from '../model/safetensors';
-import type { LoraConfig } from './settings';
+import { RECURRENT_MODES, type LoraConfig, type RecurrentConfig, type TpttSettingsInput } from './settings';
 
 export const ADAPTER_CONFIG_FILE = 'adapter_config.json';
 export const ADAPTER_WEIGHTS_FILE = 'adapter_model.safetensors';
@@ -44,6 +45,11 @@ export interface LoraAdapter {
   summary: Record<string, unknown>;
   /** The adapter's LoRA settings, recorded in the package manifest. */
   loraConfig: LoraConfig;
+  /**
+   * sha256 of what the merge adds: every targeted tensor's name, rank, scaling and factors. Recorded in
+   * the package manifest, so packages merged from different adapters never share saved states.
+   */
+  sha256: string;
 }
 
 /** adapter_config.json (or tptt's lora_config), the fields that change the merged weights. */
@@ -143,7 +149,23 @@ export function loadLoraAdapter(adapterDir: string, sourceDir: string): LoraAdap
     ...tpttSettingsOf(root),
   };
   const loraConfig: LoraConfig = { r: settings.r, lora_alpha: settings.loraAlpha, lora_dropout: settings.loraDropout, target_modules: targetList };
-  return { transformTensor, summary, loraConfig };
+  return { transformTensor, summary, loraConfig, sha256: mergeHash(pairs, biases) };
+}
+
+/** The content hash of a merge: independent of the key layout and file dtype that carried it. */
+function mergeHash(pairs: readonly LoraPair[], biases: readonly LoraBias[]): string {
+  const h = createHash('sha256');
+  const bytes = (a: Float32Array) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+  for (const p of pairs) {
+    h.update(JSON.stringify(['pair', p.target, p.rows, p.cols, p.r, p.scaling]));
+    h.update(bytes(p.a));
+    h.update(bytes(p.b));
+  }
+  for (const b of biases) {
+    h.update(JSON.stringify(['bias', b.target, b.scaling]));
+    h.update(bytes(b.values));
+  }
+  return h.digest('hex');
 }
 
 /** W + s·B·A for W [rows, cols], A [r, cols], B [rows, r]; the low-rank product accumulates in float64. */
@@ -240,6 +262,117 @@ function tpttSettingsOf(root: string): { trainedWith?: Record<string, unknown> }
   const raw = readJson(file, TPTT_CONFIG_FILE) as Record<string, unknown> | null;
   if (!raw || typeof raw !== 'object' || !('lora_config' in raw || raw.model_type === 'tptt')) return {};
   return { trainedWith: Object.fromEntries(TPTT_FIELDS.filter((k) => raw[k] !== undefined).map((k) => [k, raw[k]])) };
+}
+
+/** The TPTT settings an adapter folder records (tptt's config.json, as `titan align` writes it). */
+export interface AdapterTrainedSettings {
+  /** The config.json read. */
+  file: string;
+  settings: TpttSettingsInput;
+}
+
+/**
+ * The conversion settings the adapter was trained under, from its tptt config.json (operator,
+ * recurrent config, μ, cross gate, window, chunk, base scale, and `titan_semantics` when `titan align`
+ * wrote it); null for a folder without one (a plain PEFT adapter).
+ */
+export function adapterTrainedSettings(adapterDir: string): AdapterTrainedSettings | null {
+  const root = adapterRoot(adapterDir);
+  const file = insideAdapter(root, TPTT_CONFIG_FILE, 'adapter');
+  if (!file) return null;
+  const raw = readJson(file, TPTT_CONFIG_FILE) as Record<string, unknown> | null;
+  if (!raw || typeof raw !== 'object' || !('lora_config' in raw || raw.model_type === 'tptt')) return null;
+  const where = `${TPTT_CONFIG_FILE} of the adapter ${root}`;
+  const settings: TpttSettingsInput = {};
+  const bool = (key: 'cross_gate' | 'base_scale_attn') => {
+    if (raw[key] === undefined || raw[key] === null) return;
+    if (typeof raw[key] !== 'boolean') throw new ModelError(`${where}: "${key}" must be true or false, got ${JSON.stringify(raw[key])}`);
+    settings[key] = raw[key];
+  };
+  if (raw.operator_mode !== undefined && raw.operator_mode !== null) {
+    if (typeof raw.operator_mode !== 'string') throw new ModelError(`${where}: "operator_mode" must be a string, got ${JSON.stringify(raw.operator_mode)}`);
+    settings.operator_mode = raw.operator_mode;
+  }
+  if (raw.recurrent_config !== undefined && raw.recurrent_config !== null) {
+    if (typeof raw.recurrent_config !== 'object' || Array.isArray(raw.recurrent_config)) throw new ModelError(`${where}: "recurrent_config" must be an object`);
+    settings.recurrent_config = raw.recurrent_config as Partial<RecurrentConfig>;
+  }
+  if (raw.mag_weight !== undefined && raw.mag_weight !== null) {
+    if (typeof raw.mag_weight !== 'number') throw new ModelError(`${where}: "mag_weight" must be a number, got ${JSON.stringify(raw.mag_weight)}`);
+    settings.mag_weight = raw.mag_weight;
+  }
+  bool('cross_gate');
+  bool('base_scale_attn');
+  // max_self_attn_length: null is a setting (unbounded), a missing field is not.
+  if ('max_self_attn_length' in raw) {
+    const w = raw.max_self_attn_length;
+    if (w !== null && typeof w !== 'number') throw new ModelError(`${where}: "max_self_attn_length" must be a number or null, got ${JSON.stringify(w)}`);
+    settings.max_self_attn_length = w as number | null;
+  }
+  if (raw.max_chunk_size !== undefined && raw.max_chunk_size !== null) {
+    if (typeof raw.max_chunk_size !== 'number') throw new ModelError(`${where}: "max_chunk_size" must be a number, got ${JSON.stringify(raw.max_chunk_size)}`);
+    settings.max_chunk_size = raw.max_chunk_size;
+  }
+  if (raw.titan_semantics !== undefined) {
+    if (raw.titan_semantics !== 'exact' && raw.titan_semantics !== 'tptt-0.12') throw new ModelError(`${where}: "titan_semantics" must be "exact" or "tptt-0.12", got ${JSON.stringify(raw.titan_semantics)}`);
+    settings.semantics = raw.titan_semantics;
+  }
+  return { file, settings };
+}
+
+/** A TPTT setting of the conversion, compared and filled from an adapter. */
+export type TrainedSettingKey = 'operator_mode' | 'recurrent_config' | 'mag_weight' | 'cross_gate' | 'base_scale_attn' | 'max_self_attn_length' | 'max_chunk_size' | 'semantics';
+const TRAINED_KEYS: TrainedSettingKey[] = ['operator_mode', 'recurrent_config', 'mag_weight', 'cross_gate', 'base_scale_attn', 'max_self_attn_length', 'max_chunk_size', 'semantics'];
+
+export interface SettingsConflict {
+  key: TrainedSettingKey;
+  /** The value given, and the adapter's, as the user would write them. */
+  given: string;
+  trained: string;
+  /** The adapter's config.json. */
+  file: string;
+}
+
+/** The recurrence a setting pair (operator mode + explicit config) stands for, for comparison. */
+function recurrenceOf(s: TpttSettingsInput): string {
+  const base = RECURRENT_MODES[s.operator_mode ?? 'delta_rule'] ?? {};
+  const rc = { ...base, ...(s.recurrent_config ?? {}) } as Record<string, unknown>;
+  return JSON.stringify(Object.keys(rc).sort().map((k) => [k, rc[k]]));
+}
+
+/**
+ * `input` with every setting the user left out taken from the adapter's recorded ones, and the
+ * conflicts: settings the user gave that contradict what the adapter was trained under (a model
+ * converted with another window or operator than its adapter's is silently a different model).
+ * `given(key)` says whether the user set a key.
+ */
+export function withTrainedSettings(input: TpttSettingsInput, trained: AdapterTrainedSettings, given: (key: TrainedSettingKey) => boolean): { input: TpttSettingsInput; conflicts: SettingsConflict[] } {
+  const out: TpttSettingsInput = { ...input };
+  const t = trained.settings;
+  const conflicts: SettingsConflict[] = [];
+  const show = (v: unknown) => (v === null ? 'unbounded' : typeof v === 'object' ? JSON.stringify(v) : String(v));
+  const conflict = (key: TrainedSettingKey, mine: unknown, theirs: unknown) => conflicts.push({ key, given: show(mine), trained: show(theirs), file: trained.file });
+  for (const key of TRAINED_KEYS) {
+    if (!(key in t)) continue;
+    if (!given(key)) {
+      (out as Record<string, unknown>)[key] = t[key];
+      continue;
+    }
+    if (key === 'operator_mode' || key === 'recurrent_config') continue; // compared below, as one recurrence
+    const mine = input[key] === undefined && key === 'max_self_attn_length' ? null : input[key];
+    if (JSON.stringify(mine) !== JSON.stringify(t[key])) conflict(key, mine, t[key]);
+  }
+  if (given('operator_mode') || given('recurrent_config')) {
+    const mine = { operator_mode: input.operator_mode, recurrent_config: input.recurrent_config };
+    // What the user did not give of the pair comes from the adapter before the two are compared.
+    if (!given('operator_mode')) mine.operator_mode = t.operator_mode;
+    if (!given('recurrent_config')) mine.recurrent_config = given('operator_mode') ? undefined : t.recurrent_config;
+    if (recurrenceOf(mine) !== recurrenceOf(t)) {
+      const key: TrainedSettingKey = given('operator_mode') ? 'operator_mode' : 'recurrent_config';
+      conflict(key, key === 'operator_mode' ? input.operator_mode : input.recurrent_config, key === 'operator_mode' ? (t.operator_mode ?? 'delta_rule') : t.recurrent_config);
+    }
+  }
+  return { input: out, conflicts };
 }
 
 function parseSettings(raw: Record<string, unknown>, file: string): AdapterSettings {

@@ -33,6 +33,8 @@ export interface PackageManifest {
   window: number | null;
   /** TPTT settings for Titan packages, under the reference library's field names. */
   tptt?: Record<string, unknown>;
+  /** The LoRA adapter merged at conversion: its content hash (adapter.ts), part of the package's identity. */
+  adapter?: { sha256: string };
   weights: { file: string; tensors: WeightTable };
   /** decoder: any run length; step: one token (decode), when the package has a faster graph for it. */
   graphs: { decoder: string; step?: string; decoderFp16?: string; stepFp16?: string };
@@ -155,6 +157,8 @@ export interface WriteOptions {
   tptt?: Record<string, unknown>;
   /** Rewrites a source tensor before it is stored (LoRA merging at conversion). */
   transformTensor?: (sourceName: string, data: Float32Array, shape: number[]) => Float32Array;
+  /** The adapter that transformTensor merges (recorded in the manifest). */
+  adapter?: { sha256: string };
   /** The attention extension for the decoder graph and, when given, for a one-token step graph. */
   extension?: (config: ModelConfig, mode: 'segment' | 'step') => AttentionExtension;
   /** Builds step.onnx too (exact-semantics Titan packages). */
@@ -279,6 +283,7 @@ export function writePackage(sourceDir: string, outDir: string, options: WriteOp
         dtype: options.dtype,
         window: options.window,
         ...(options.tptt ? { tptt: options.tptt } : {}),
+        ...(options.adapter ? { adapter: { sha256: options.adapter.sha256 } } : {}),
         weights: { file: 'weights.bin', tensors },
         graphs,
         ...(options.runCapacity ? { runCapacity: options.runCapacity } : {}),

@@ -13,6 +13,8 @@ export interface TitanizeOptions {
   onProgress?: (done: number, total: number) => void;
   /** Rewrites source tensors before they are stored (adapter merging). */
   transformTensor?: (sourceName: string, data: Float32Array, shape: number[]) => Float32Array;
+  /** The adapter transformTensor merges (LoraAdapter.sha256), recorded in the manifest. */
+  adapter?: { sha256: string };
 }
 
 export function titanize(sourceDir: string, outDir: string, input: TpttSettingsInput, options: TitanizeOptions = {}): { pkg: LoadedPackage; settings: TpttSettings } {
@@ -29,6 +31,7 @@ export function titanize(sourceDir: string, outDir: string, input: TpttSettingsI
     stepGraph: settings.semantics === 'exact',
     runCapacity: runCapacity(settings),
     transformTensor: options.transformTensor,
+    adapter: options.adapter,
     onProgress: options.onProgress,
   });
   return { pkg, settings };

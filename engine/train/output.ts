@@ -134,6 +134,9 @@ export function writeAdapter(out: string, pkg: LoadedPackage, spec: LoraSpec, sl
 /** Why the merged package cannot be written (its source checkpoint is gone), or null. */
 export function mergeBlocker(pkg: LoadedPackage): string | null {
   const source = pkg.manifest.source.path;
+  // The merged package is converted from the source with this adapter alone: an adapter merged before
+  // (an aligned package aligned again) would be lost.
+  if (pkg.manifest.adapter || (pkg.manifest.tptt as { lora_config?: unknown } | undefined)?.lora_config) return `${pkg.dir} already has a LoRA adapter merged, and the merged package is converted from the source checkpoint with one adapter`;
   if (!fs.existsSync(path.join(source, 'config.json'))) return `the package's source checkpoint ${source} is not there (the merged package is converted from it, with the adapter)`;
   return null;
 }
@@ -148,9 +151,9 @@ export function writeMergedPackage(out: string, pkg: LoadedPackage, adapterDir: 
   let written: LoadedPackage;
   if (pkg.manifest.kind === 'titan') {
     const settings = { ...(pkg.manifest.tptt as unknown as TpttSettings), lora_config: adapter.loraConfig };
-    written = titanize(source, target, settings, { dtype: pkg.manifest.dtype, transformTensor: adapter.transformTensor }).pkg;
+    written = titanize(source, target, settings, { dtype: pkg.manifest.dtype, transformTensor: adapter.transformTensor, adapter: { sha256: adapter.sha256 } }).pkg;
   } else {
-    written = writePackage(source, target, { dtype: pkg.manifest.dtype, window: pkg.manifest.window, kind: 'base', transformTensor: adapter.transformTensor });
+    written = writePackage(source, target, { dtype: pkg.manifest.dtype, window: pkg.manifest.window, kind: 'base', transformTensor: adapter.transformTensor, adapter: { sha256: adapter.sha256 } });
   }
   return { dir: written.dir, sourceChanged: written.manifest.source.weightsSha256 !== pkg.manifest.source.weightsSha256 };
 }
