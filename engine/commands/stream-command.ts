@@ -45,6 +45,8 @@ export const streamCommand: Command = {
     peak: { type: 'boolean', help: "also measure the provider's fp16 (GPU) or fp32 (CPU) matmul throughput" },
     provider: providerOption,
     threads: threadsOption,
+    'state-on-device': { type: 'boolean', help: 'WebGPU: keep the run state in device memory between runs' },
+    'dispatch-batch': { type: 'string', help: 'WebGPU: kernels recorded per command-buffer submit (1–4096; onnxruntime default 16)' },
     json: { type: 'boolean', help: 'print the report as JSON' },
     out: { type: 'string', help: 'also write the JSON report to this file' },
   },
@@ -62,7 +64,8 @@ export const streamCommand: Command = {
     });
     const provider = choice<ProviderChoice>(ctx, 'provider', ['auto', 'webgpu', 'cuda', 'cpu'], 'auto');
     const threads = int(ctx, 'threads', 0, 0) || undefined;
-    const model = await WorkerModel.open(dir, { provider, threads, profilePrefix: str(ctx, 'profile') });
+    const dispatchBatch = str(ctx, 'dispatch-batch') === undefined ? undefined : int(ctx, 'dispatch-batch', 16, 1);
+    const model = await WorkerModel.open(dir, { provider, threads, profilePrefix: str(ctx, 'profile'), stateOnDevice: flag(ctx, 'state-on-device'), dispatchBatch });
     const log = (line: string) => process.stderr.write(line + '\n');
     try {
       const V = model.pkg.config.vocabSize;
@@ -76,6 +79,8 @@ export const streamCommand: Command = {
       let markTokens = 0;
       let fed = 0;
       let stopped: string | null = null;
+      let segments = 0;
+      let segmentBytesCopied = 0;
       const pending = [...decodeAt].sort((a, b) => a - b);
       while (fed < total) {
         if (ctx.signal.aborted) throw new ModelError('cancelled');
@@ -84,7 +89,10 @@ export const streamCommand: Command = {
           break;
         }
         const n = Math.min(segment, total - fed, pending.length && pending[0] > fed ? pending[0] - fed : segment);
+        const copiedBefore = model.stateBytesCopied;
         await model.forward(Array.from({ length: n }, (_, i) => tokenAt(fed + i)), [n - 1]);
+        segmentBytesCopied += model.stateBytesCopied - copiedBefore;
+        segments++;
         fed += n;
         if (pending.length && fed >= pending[0]) {
           pending.shift();
@@ -136,6 +144,10 @@ export const streamCommand: Command = {
         modelTflops: (sustained * flopPerToken) / 1e12,
         fractionOfMatmulPeak: peak ? (sustained * flopPerToken) / 1e12 / peak.tflops : null,
         idleDeviceMiB: idle,
+        stateOnDevice: flag(ctx, 'state-on-device'),
+        dispatchBatch: dispatchBatch ?? null,
+        // Run state copied between host and device memory per prefill call (0 on the CPU provider).
+        stateBytesCopiedPerSegment: segments ? segmentBytesCopied / segments : 0,
         points,
         decodes,
         matmulPeak: peak,

@@ -10,6 +10,8 @@ import { ModelError } from '../model/errors';
 import { readPackage, type LoadedPackage } from '../titanize/package';
 import { decodeState, encodeState } from './state-blob';
 import * as crypto from 'node:crypto';
+import { onnx } from 'onnx-proto';
+import { GraphBuilder, type DType } from '../graph/builder';
 
 export type ProviderChoice = 'auto' | 'webgpu' | 'cuda' | 'cpu';
 
@@ -18,14 +20,44 @@ export interface ProviderReport {
   provider: 'webgpu' | 'cuda' | 'cpu';
   /** Why: which were tried and why they were passed over. */
   reason: string;
+  /**
+   * Set when a GPU provider that should have worked failed (to start, or during a run) and the model
+   * runs on the CPU instead: what failed and why (runtime/cpu-fallback.ts). The extension warns.
+   */
+  fallback?: string;
 }
 
 export interface RunnerOptions {
   provider?: ProviderChoice;
+  /**
+   * A GPU provider that fails to start or fails during a run is replaced by the CPU provider, with
+   * ProviderReport.fallback saying why (runtime/cpu-fallback.ts, in the model worker). The engine's
+   * memory and chat set it; benchmarks leave it off, as they measure the provider they asked for.
+   */
+  cpuFallback?: boolean;
   /** Intra-op threads for the CPU provider (default: ORT's choice, all cores). */
   threads?: number;
   /** Write onnxruntime's per-node profile (JSON) with this path prefix, for performance work. */
   profilePrefix?: string;
+  /**
+   * WebGPU: keep the run state (recurrent state and softmax window) in device memory from one run to
+   * the next instead of copying it to the host and back every run; it crosses only when saved.
+   */
+  stateOnDevice?: boolean;
+  /**
+   * WebGPU: kernels recorded before a command buffer is submitted (onnxruntime's
+   * maxNumPendingDispatches, 1–4096; its default is 16). Each submit costs host time.
+   */
+  dispatchBatch?: number;
+}
+
+/** Session settings beyond the provider order, applied where the provider uses them. */
+interface SessionTuning {
+  threads?: number;
+  profilePrefix?: string;
+  dispatchBatch?: number;
+  /** Outputs to leave in WebGPU device memory. */
+  deviceOutputs?: string[];
 }
 
 /** Every graph input that carries state from one run to the next, by name. */
@@ -69,7 +101,10 @@ function hasGpuDeviceNode(): boolean {
 }
 
 /** Opens a graph on the requested provider (auto: cuda, then webgpu, then cpu), with the reasons for the choice. */
-export async function createSession(fileFor: (ep: 'cuda' | 'webgpu' | 'cpu') => string, provider: ProviderChoice, threads?: number, profilePrefix?: string): Promise<{ session: ort.InferenceSession; report: ProviderReport }> {
+export async function createSession(fileFor: (ep: 'cuda' | 'webgpu' | 'cpu') => string, provider: ProviderChoice, threads?: number, profilePrefix?: string, tuning: Omit<SessionTuning, 'threads' | 'profilePrefix'> = {}): Promise<{ session: ort.InferenceSession; report: ProviderReport }> {
+  if (tuning.dispatchBatch !== undefined && (!Number.isInteger(tuning.dispatchBatch) || tuning.dispatchBatch < 1 || tuning.dispatchBatch > 4096)) {
+    throw new ModelError(`the WebGPU dispatch batch must be an integer from 1 to 4096, got ${tuning.dispatchBatch}`);
+  }
   const base: ort.InferenceSession.SessionOptions = {
     graphOptimizationLevel: 'all',
     // Native warnings (e.g. shape ops placed on the CPU by design) would clutter the CLI's stderr.
@@ -79,6 +114,8 @@ export async function createSession(fileFor: (ep: 'cuda' | 'webgpu' | 'cpu') => 
   };
   const order: ('cuda' | 'webgpu' | 'cpu')[] = provider === 'auto' ? ['cuda', 'webgpu', 'cpu'] : [provider];
   const skipped: string[] = [];
+  /** Providers that are installed but failed to start: a fault worth a warning, unlike a missing one. */
+  const failed: string[] = [];
   for (const ep of order) {
     const missing = ep === 'cpu' ? null : providerUnavailable(ep, provider === 'auto');
     if (missing) {
@@ -87,16 +124,39 @@ export async function createSession(fileFor: (ep: 'cuda' | 'webgpu' | 'cpu') => 
       continue;
     }
     try {
-      const session = await ort.InferenceSession.create(fileFor(ep), { ...base, executionProviders: [ep] });
+      const session = await ort.InferenceSession.create(fileFor(ep), { ...base, ...(ep === 'webgpu' ? webgpuOptions(tuning) : {}), executionProviders: [ep] });
       const reason = skipped.length ? `${ep} (passed over: ${skipped.join('; ')})` : `${ep} (${provider === 'auto' ? 'first available' : 'requested'})`;
-      return { session, report: { provider: ep, reason } };
+      return { session, report: { provider: ep, reason, ...(failed.length ? { fallback: failed.join('; ') } : {}) } };
     } catch (e) {
       const msg = String((e as Error).message ?? e).split('\n')[0];
       if (provider !== 'auto') throw new ModelError(`execution provider ${ep} failed to start: ${msg}`);
       skipped.push(`${ep}: ${msg}`);
+      failed.push(`${ep} failed to start: ${msg}`);
     }
   }
   throw new ModelError(`no execution provider could start the model (${skipped.join('; ')})`);
+}
+
+/** WebGPU-only session settings: onnxruntime reads them from the session's config entries. */
+function webgpuOptions(tuning: Omit<SessionTuning, 'threads' | 'profilePrefix'>): ort.InferenceSession.SessionOptions {
+  const options: ort.InferenceSession.SessionOptions = {};
+  if (tuning.dispatchBatch !== undefined) options.extra = { 'ep.webgpuexecutionprovider.maxNumPendingDispatches': String(tuning.dispatchBatch) };
+  if (tuning.deviceOutputs?.length) options.preferredOutputLocation = Object.fromEntries(tuning.deviceOutputs.map((name) => [name, 'gpu-buffer' as const]));
+  return options;
+}
+
+/** The output names of an ONNX file's graph, read without loading its weights. */
+function graphOutputNames(file: string): string[] {
+  return (onnx.ModelProto.decode(fs.readFileSync(file)).graph?.output ?? []).map((o) => o.name ?? '');
+}
+
+/** The graph output that carries a state input forward to the next run. */
+function stateOutputName(input: string): string {
+  return input.startsWith('past_') ? input.replace('past_', 'present_') : input.replace(/^state_in\./, 'state_out.');
+}
+
+function byteSize(t: ort.Tensor): number {
+  return t.size * (t.type === 'float16' ? 2 : t.type === 'int64' ? 8 : 4);
 }
 
 /** Graph inputs that describe the run itself rather than carry state. */
@@ -141,6 +201,11 @@ export class ModelRunner {
   private state: RunState = new Map();
   /** Tokens consumed since the last reset. */
   position = 0;
+  /**
+   * Bytes of run state copied between host and device memory by runs so far (GPU providers only):
+   * up as inputs in host memory, down as outputs returned to the host.
+   */
+  stateBytesCopied = 0;
 
   private constructor(
     readonly pkg: LoadedPackage,
@@ -150,6 +215,8 @@ export class ModelRunner {
     private readonly hasRunInput: { call_start: boolean; stream_position: boolean },
     /** The one-token decode graph, when the package has one (same state interface). */
     private readonly stepSession: ort.InferenceSession | null,
+    /** Copies device-resident state to the host (WebGPU with stateOnDevice), else null. */
+    private readonly download: ort.InferenceSession | null,
   ) {
     this.reset();
   }
@@ -159,7 +226,9 @@ export class ModelRunner {
     // GPU providers run the half-precision graphs when the package has them.
     const graphs = pkg.manifest.graphs;
     const pick = (ep: string, fp32: string | undefined, fp16: string | undefined) => (ep !== 'cpu' && fp16 ? fp16 : fp32);
-    const { session, report } = await createSession((ep) => path.join(pkg.dir, pick(ep, graphs.decoder, graphs.decoderFp16)!), options.provider ?? 'auto', options.threads, options.profilePrefix);
+    const fileFor = (ep: string) => path.join(pkg.dir, pick(ep, graphs.decoder, graphs.decoderFp16)!);
+    const deviceOutputs = (file: string) => (options.stateOnDevice ? graphOutputNames(file).filter((n) => n !== 'logits') : undefined);
+    const { session, report } = await createSession(fileFor, options.provider ?? 'auto', options.threads, options.profilePrefix, { dispatchBatch: options.dispatchBatch, deviceOutputs: deviceOutputs(fileFor('webgpu')) });
     const meta = session.inputMetadata as readonly { name: string; isTensor: boolean; type?: string; shape?: readonly (number | string)[] }[];
     const stateInputs = meta
       .filter((m) => !RUN_INPUTS.has(m.name))
@@ -167,8 +236,12 @@ export class ModelRunner {
     const names = new Set(session.inputNames);
     let step: ort.InferenceSession | null = null;
     const stepFile = pick(report.provider, graphs.step, graphs.stepFp16);
-    if (stepFile) step = (await createSession(() => path.join(pkg.dir, stepFile), report.provider, options.threads, options.profilePrefix && `${options.profilePrefix}-step`)).session;
-    return new ModelRunner(pkg, session, report, stateInputs, { call_start: names.has('call_start'), stream_position: names.has('stream_position') }, step);
+    if (stepFile) {
+      const file = path.join(pkg.dir, stepFile);
+      step = (await createSession(() => file, report.provider, options.threads, options.profilePrefix && `${options.profilePrefix}-step`, { dispatchBatch: options.dispatchBatch, deviceOutputs: deviceOutputs(file) })).session;
+    }
+    const download = options.stateOnDevice && report.provider === 'webgpu' ? await openDownloadSession(stateInputs) : null;
+    return new ModelRunner(pkg, session, report, stateInputs, { call_start: names.has('call_start'), stream_position: names.has('stream_position') }, step, download);
   }
 
   get config() {
@@ -177,19 +250,20 @@ export class ModelRunner {
 
   /** Forgets everything: the next run starts a new stream. */
   reset(): void {
-    this.state = new Map(this.stateInputs.map((s) => [s.name, emptyLike(s.dims, s.type)]));
+    this.replaceState(new Map(this.stateInputs.map((s) => [s.name, emptyLike(s.dims, s.type)])));
     this.position = 0;
   }
 
-  /** The current state (tensors are not copied; treat as read-only). */
-  snapshot(): { position: number; tensors: RunState } {
-    return { position: this.position, tensors: new Map(this.state) };
+  /** Whether the state stays in device memory between runs (WebGPU with stateOnDevice). */
+  get stateOnDevice(): boolean {
+    return this.download !== null;
   }
 
-  restore(snap: { position: number; tensors: RunState }): void {
-    for (const s of this.stateInputs) if (!snap.tensors.has(s.name)) throw new ModelError(`state snapshot lacks ${s.name}`);
-    this.state = new Map(snap.tensors);
-    this.position = snap.position;
+  /** Device buffers are freed only by dispose(): the state they held is released once replaced. */
+  private replaceState(next: RunState): void {
+    const kept = new Set(next.values());
+    for (const t of this.state.values()) if (t.location === 'gpu-buffer' && !kept.has(t)) t.dispose();
+    this.state = next;
   }
 
   /** How one forward call is cut into graph runs (Titan graphs take at most max_chunk_size tokens). */
@@ -230,12 +304,16 @@ export class ModelRunner {
     const out = await (ids.length === 1 && this.stepSession ? this.stepSession : this.session).run(feeds);
     const next: RunState = new Map();
     for (const s of this.stateInputs) {
-      const outName = s.name.startsWith('past_') ? s.name.replace('past_', 'present_') : s.name.replace(/^state_in\./, 'state_out.');
+      const outName = stateOutputName(s.name);
       const t = out[outName];
       if (!t) throw new Error(`graph returned no ${outName}`);
       next.set(s.name, t);
     }
-    this.state = next;
+    if (this.provider.provider !== 'cpu') {
+      for (const t of this.state.values()) if (t.location === 'cpu') this.stateBytesCopied += byteSize(t);
+      for (const t of next.values()) if (t.location === 'cpu') this.stateBytesCopied += byteSize(t);
+    }
+    this.replaceState(next);
     this.position += ids.length;
     const logits = out.logits.data as Float32Array;
     return rows.map((_, i) => logits.slice(i * V, (i + 1) * V));
@@ -252,15 +330,24 @@ export class ModelRunner {
   }
 
   /** The run state as a checksummed blob (see state-blob.ts). */
-  saveState(): Buffer {
+  async saveState(): Promise<Buffer> {
+    const host = await this.hostState();
     return encodeState({
       position: this.position,
       packageKey: this.packageKey,
       tensors: this.stateInputs.map((s) => {
-        const t = this.state.get(s.name)!;
+        const t = host.get(s.name)!;
         return { name: s.name, dims: [...t.dims], dtype: t.type === 'float16' ? ('float16' as const) : ('float32' as const), data: t.data as Float32Array | Uint16Array };
       }),
     });
+  }
+
+  /** The state with every tensor in host memory (device-resident tensors copied down, one run). */
+  private async hostState(): Promise<RunState> {
+    if (!this.download || ![...this.state.values()].some((t) => t.location === 'gpu-buffer')) return this.state;
+    const feeds = Object.fromEntries(this.stateInputs.map((s) => [`in.${s.name}`, this.state.get(s.name)!]));
+    const out = await this.download.run(feeds);
+    return new Map(this.stateInputs.map((s) => [s.name, out[`out.${s.name}`]]));
   }
 
   loadState(blob: Uint8Array): void {
@@ -277,13 +364,14 @@ export class ModelRunner {
       }
       next.set(s.name, t.dtype === 'float16' ? new ort.Tensor('float16', t.data as Uint16Array, t.dims) : new ort.Tensor('float32', t.data as Float32Array, t.dims));
     }
-    this.state = next;
+    this.replaceState(next);
     this.position = snap.position;
   }
 
   async release(): Promise<void> {
+    this.replaceState(new Map());
     // Profiles are written when profiling ends (no-op otherwise).
-    for (const session of [this.session, this.stepSession]) {
+    for (const session of [this.session, this.stepSession, this.download]) {
       if (!session) continue;
       try {
         (session as unknown as { endProfiling?: () => void }).endProfiling?.();
@@ -293,4 +381,19 @@ export class ModelRunner {
       await session.release();
     }
   }
+}
+
+/**
+ * A WebGPU session of Identity nodes, one per state tensor: onnxruntime-node cannot read a device
+ * tensor directly (its download is not implemented), but a run whose outputs default to host memory
+ * copies them down.
+ */
+async function openDownloadSession(stateInputs: readonly { name: string; dims: readonly (number | string)[]; type: string }[]): Promise<ort.InferenceSession> {
+  const g = new GraphBuilder('titan-state-download', 'none.bin');
+  for (const s of stateInputs) {
+    const dims = s.dims.map((d, i) => (typeof d === 'number' ? d : `${s.name}_${i}`));
+    const x = g.input(`in.${s.name}`, s.type as DType, dims);
+    g.output(x, `out.${s.name}`, s.type as DType, dims);
+  }
+  return ort.InferenceSession.create(g.toBytes(), { executionProviders: ['webgpu'], logSeverityLevel: 3 });
 }

@@ -24,6 +24,8 @@ type Distribute<T> = T extends unknown ? Omit<T, 'id'> : never;
 
 export class WorkerModel implements ForwardModel {
   position = 0;
+  /** See ModelRunner.stateBytesCopied (as of the last forward). */
+  stateBytesCopied = 0;
   private nextId = 1;
   private readonly pending = new Map<number, { resolve: (r: WorkerReply) => void; reject: (e: Error) => void }>();
   private exited: Error | null = null;
@@ -40,6 +42,10 @@ export class WorkerModel implements ForwardModel {
     const worker = startWorker(__dirname, 'worker.js', ['worker.ts']);
     const model = new WorkerModel(worker, pkg, { provider: 'cpu', reason: '' }, '');
     worker.on('message', (msg: WorkerReply) => {
+      if (msg.type === 'provider-changed') {
+        model.provider = msg.provider;
+        return;
+      }
       const p = model.pending.get(msg.id);
       if (!p) return;
       model.pending.delete(msg.id);
@@ -80,6 +86,7 @@ export class WorkerModel implements ForwardModel {
     const r = await this.request({ type: 'forward', ids: [...ids], rows: [...rows] });
     if (r.type !== 'logits') throw new Error('unexpected reply to forward');
     this.position = r.position;
+    this.stateBytesCopied = r.stateBytesCopied;
     return r.rows;
   }
 

@@ -11,7 +11,9 @@ export type WorkerRequest =
 
 export type WorkerReply =
   | { type: 'opened'; id: number; provider: ProviderReport; packageKey: string }
-  | { type: 'logits'; id: number; rows: Float32Array[]; position: number }
+  | { type: 'logits'; id: number; rows: Float32Array[]; position: number; stateBytesCopied: number }
   | { type: 'state'; id: number; blob: Uint8Array; position: number }
   | { type: 'done'; id: number; position: number }
-  | { type: 'error'; id: number; name: string; message: string };
+  | { type: 'error'; id: number; name: string; message: string }
+  /** Unasked (id 0): the worker moved to the CPU after a GPU failure (runtime/cpu-fallback.ts). */
+  | { type: 'provider-changed'; id: 0; provider: ProviderReport };

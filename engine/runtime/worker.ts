@@ -1,10 +1,12 @@
 // Worker-thread host of a ModelRunner: `session.run` blocks its thread for the whole run, so the
 // engine keeps it off the main thread, which stays free for messages, progress and cancellation.
 import { parentPort } from 'node:worker_threads';
-import { ModelRunner } from './session';
+import { forwardWithFallback, openRunner, stateForRunner } from './cpu-fallback';
+import type { ModelRunner, RunnerOptions } from './session';
 import type { WorkerReply, WorkerRequest } from './worker-protocol';
 
 let runner: ModelRunner | null = null;
+let openedWith: RunnerOptions = {};
 
 function reply(msg: WorkerReply, transfer: ArrayBuffer[] = []): void {
   parentPort!.postMessage(msg, transfer);
@@ -15,14 +17,19 @@ async function handle(msg: WorkerRequest): Promise<void> {
     switch (msg.type) {
       case 'open': {
         if (runner) await runner.release();
-        runner = await ModelRunner.open(msg.packageDir, msg.options);
+        openedWith = msg.options;
+        runner = await openRunner(msg.packageDir, msg.options);
         reply({ type: 'opened', id: msg.id, provider: runner.provider, packageKey: runner.packageKey });
         return;
       }
       case 'forward': {
         if (!runner) throw new Error('no model is open');
-        const rows = await runner.forward(msg.ids, msg.rows);
-        reply({ type: 'logits', id: msg.id, rows, position: runner.position }, rows.map((r) => r.buffer as ArrayBuffer));
+        const rows = await forwardWithFallback(runner, msg.ids, msg.rows, openedWith, (cpu) => {
+          runner = cpu;
+          // Before the reply to this request, so the main thread knows the provider by then.
+          reply({ type: 'provider-changed', id: 0, provider: cpu.provider });
+        });
+        reply({ type: 'logits', id: msg.id, rows, position: runner.position, stateBytesCopied: runner.stateBytesCopied }, rows.map((r) => r.buffer as ArrayBuffer));
         return;
       }
       case 'reset':
@@ -31,14 +38,14 @@ async function handle(msg: WorkerRequest): Promise<void> {
         return;
       case 'save-state': {
         if (!runner) throw new Error('no model is open');
-        const blob = runner.saveState();
+        const blob = await runner.saveState();
         const copy = new Uint8Array(blob);
         reply({ type: 'state', id: msg.id, blob: copy, position: runner.position }, [copy.buffer]);
         return;
       }
       case 'load-state':
         if (!runner) throw new Error('no model is open');
-        runner.loadState(msg.blob);
+        runner.loadState(stateForRunner(runner, msg.blob));
         reply({ type: 'done', id: msg.id, position: runner.position });
         return;
       case 'close':

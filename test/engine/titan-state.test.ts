@@ -88,7 +88,7 @@ for (const spec of PACKAGES) {
     async function blobAtSplit(): Promise<Buffer> {
       runner.reset();
       await runner.forward(ids.slice(0, SPLIT), [SPLIT - 1]);
-      return runner.saveState();
+      return await runner.saveState();
     }
 
     test('save → (other tokens) → restore → continue equals never stopping, in the same runner', async (t) => {
@@ -115,7 +115,7 @@ for (const spec of PACKAGES) {
         // What it saves at the same point is the same state, byte for byte.
         fresh.reset();
         await fresh.forward(ids.slice(0, SPLIT), [SPLIT - 1]);
-        assert.ok(fresh.saveState().equals(blob), 'two runners saved different blobs for the same stream');
+        assert.ok((await fresh.saveState()).equals(blob), 'two runners saved different blobs for the same stream');
       } finally {
         await fresh.release();
       }
@@ -205,7 +205,7 @@ describe('state blobs are tied to their package and settings', () => {
       const r = await ModelRunner.open(dir, { provider: 'cpu' });
       try {
         await r.forward(ids.slice(0, 40), [39]);
-        return r.saveState();
+        return await r.saveState();
       } finally {
         await r.release();
       }
