@@ -57,10 +57,15 @@ export function formatStatusBar(state: EngineState, status: EngineStatus | null,
     return { text: '$(warning) Titan · no model', tooltip: status.modelError ? `No model: ${status.modelError}` : 'No model is open', severity: status.modelError ? 'error' : 'warning' };
   }
   const parts = [`Titan · ${status.model.name}`];
-  if (status.provider) parts.push(status.provider.provider);
   const m = status.memory;
   let icon = '$(database)';
   let severity: StatusBarView['severity'] = 'normal';
+  if (status.provider?.fallback) {
+    // The GPU failed and the model runs on the CPU: slower, and the user should know why.
+    parts.push(`${status.provider.provider} (GPU failed)`);
+    icon = '$(warning)';
+    severity = 'warning';
+  } else if (status.provider) parts.push(status.provider.provider);
   if (!hasFolder || !m) parts.push('no folder');
   else if (m.updating) {
     icon = '$(sync~spin)';
@@ -73,9 +78,11 @@ export function formatStatusBar(state: EngineState, status: EngineStatus | null,
   const tooltip = [
     `Model: ${status.model.name} (${status.model.summary})`,
     status.provider ? `Execution provider: ${status.provider.reason}` : '',
+    status.provider?.fallback ? `GPU fallback: ${status.provider.fallback}` : '',
     m ? formatMemoryLine(m, hasFolder) : '',
     m?.lastUpdate ? `Last update: ${new Date(m.lastUpdate).toLocaleString()}` : '',
     m?.error ? `Last memory error: ${m.error}` : '',
+    ...(m?.notices ?? []).map((n) => `Notice: ${n}`),
     'Click to open the chat',
   ].filter(Boolean).join('\n');
   return { text: `${icon} ${parts.join(' · ')}`, tooltip, severity };

@@ -2,6 +2,7 @@
 import * as path from 'node:path';
 import type { ProviderChoice } from '../runtime/session';
 import { WorkspaceMemory, type IngestProgress, type MemoryOptions, type MemoryStats } from '../memory/workspace-memory';
+import { DEFAULT_MEMORY_LIMITS } from '../limits';
 import { choice, flag, int, noExtraPositionals, num, positional, str } from './args';
 import { providerOption, threadsOption } from './model-commands';
 import { UsageError, type Command, type CommandContext } from './types';
@@ -17,9 +18,11 @@ const memoryOptions = {
   workspace: { type: 'string', multiple: true, help: 'a workspace folder (repeat for a multi-root workspace; default: the current folder)' },
   storage: { type: 'string', help: 'storage folder for checkpoints (default: <first workspace>/.titan/memory)' },
   exclude: { type: 'string', multiple: true, help: 'glob of files to leave out, relative to a workspace folder (repeatable)' },
-  'checkpoint-every': { type: 'string', help: 'tokens between checkpoints (default 16384)' },
-  'max-file-bytes': { type: 'string', help: 'skip files larger than this (default 1048576)' },
-  'storage-cap': { type: 'string', help: 'bytes of checkpoints kept for this memory (default 268435456)' },
+  'checkpoint-every': { type: 'string', help: `tokens between checkpoints (default ${DEFAULT_MEMORY_LIMITS.checkpointEveryTokens})` },
+  'max-file-bytes': { type: 'string', help: `skip files larger than this (default ${DEFAULT_MEMORY_LIMITS.maxFileBytes})` },
+  'max-files': { type: 'string', help: `stop discovery at this many files (default ${DEFAULT_MEMORY_LIMITS.maxFiles})` },
+  'max-tokens': { type: 'string', help: `leave out files past this many tokens of stream (default ${DEFAULT_MEMORY_LIMITS.maxStreamTokens})` },
+  'storage-cap': { type: 'string', help: `bytes of checkpoints kept for this memory (default ${DEFAULT_MEMORY_LIMITS.storageCapBytes})` },
   provider: providerOption,
   threads: threadsOption,
   json: { type: 'boolean', help: 'print one JSON object instead of text' },
@@ -44,6 +47,10 @@ function openOptions(ctx: CommandContext, packageDir: string): MemoryOptions {
     checkpointEveryTokens: str(ctx, 'checkpoint-every') === undefined ? undefined : int(ctx, 'checkpoint-every', 0, 1),
     maxFileBytes: str(ctx, 'max-file-bytes') === undefined ? undefined : int(ctx, 'max-file-bytes', 0, 1),
     storageCapBytes: str(ctx, 'storage-cap') === undefined ? undefined : int(ctx, 'storage-cap', 0, 1),
+    maxFiles: str(ctx, 'max-files') === undefined ? undefined : int(ctx, 'max-files', 0, 1),
+    maxStreamTokens: str(ctx, 'max-tokens') === undefined ? undefined : int(ctx, 'max-tokens', 0, 1),
+    // Notices go to stderr as they arise (a cap reached, the storage folder re-created).
+    onNotice: (message) => process.stderr.write(`notice: ${message}\n`),
   };
 }
 
@@ -91,6 +98,7 @@ function printStats(s: MemoryStats): void {
     `checkpoint bytes:  ${s.checkpointBytes} (${mib(s.checkpointBytes)} in ${s.checkpoints} checkpoints, ${s.storage})`,
     `seconds:           ${s.seconds.toFixed(1)} (discovery ${s.discoverySeconds.toFixed(1)})`,
     `tokens/s:          ${s.tokensPerSecond.toFixed(0)}`,
+    ...s.notices.map((n) => `notice:            ${n}`),
   ];
   process.stdout.write(lines.join('\n') + '\n');
 }

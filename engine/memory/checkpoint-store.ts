@@ -19,6 +19,7 @@ import * as path from 'node:path';
 import * as lockfile from 'proper-lockfile';
 import writeFileAtomic from 'write-file-atomic';
 import { ModelError } from '../model/errors';
+import { formatBytes } from '../limits';
 import { decodeState } from '../runtime/state-blob';
 
 export const MANIFEST_FORMAT = 'titan-memory';
@@ -79,6 +80,8 @@ export interface StoreOptions {
   capBytes: number;
   /** How long a lock of a killed process stays before it may be taken over (ms). */
   staleLockMs?: number;
+  /** Called before the folder is created again after a deletion (e.g. to restore its parent's .gitignore). */
+  beforeCreate?: () => Promise<void>;
 }
 
 /** Hashes of chain prefixes: prefix[i] covers files[0..i). */
@@ -147,15 +150,49 @@ function manifestProblem(raw: unknown, o: StoreOptions): string | null {
   return null;
 }
 
+/**
+ * A write to the memory folder failed because the disk (or the user's quota) is full, or the folder
+ * turned read-only: one line for the user. The checkpoints already there are untouched.
+ */
+export class StorageFullError extends ModelError {}
+
+const FULL_DISK_CODES = new Set(['ENOSPC', 'EDQUOT', 'EROFS', 'EFBIG']);
+
+/** Why a write failed, as one line naming the folder and the fix. */
+function writeFailure(dir: string, what: string, e: unknown): Error {
+  const code = (e as NodeJS.ErrnoException).code ?? '';
+  const detail = String((e as Error).message ?? e).split('\n')[0];
+  if (FULL_DISK_CODES.has(code)) {
+    const why = code === 'EROFS' ? 'the file system is read-only' : code === 'EDQUOT' ? 'the disk quota is used up' : code === 'EFBIG' ? 'the file is larger than the file system allows' : 'no space left on the device';
+    return new StorageFullError(`cannot save ${what} in ${dir}: ${why} (${code}); free some space or choose another storage folder, then run the update again: it resumes from the last checkpoint saved`);
+  }
+  return new ModelError(`cannot save ${what} in ${dir}: ${detail}`);
+}
+
+async function exists(p: string): Promise<boolean> {
+  try {
+    await fsp.stat(p);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 export class CheckpointStore {
+  /** Whether manifest.json should be on disk (it was there at open, or has been written since). */
+  private manifestWritten: boolean;
+
   private constructor(
     readonly dir: string,
     private readonly options: StoreOptions,
     private m: Manifest,
-    private readonly release: () => Promise<void>,
+    private release: () => Promise<void>,
     /** Why the stored manifest was discarded at open, if it was. */
     readonly discarded: string | null,
-  ) {}
+    manifestOnDisk: boolean,
+  ) {
+    this.manifestWritten = manifestOnDisk;
+  }
 
   /** Opens (creating) the memory folder, takes its lock, reads the manifest and removes leftovers. */
   static async open(dir: string, options: StoreOptions): Promise<CheckpointStore> {
@@ -190,7 +227,7 @@ export class CheckpointStore {
           manifest.checkpoints = consistentCheckpoints(manifest);
         }
       }
-      const store = new CheckpointStore(dir, options, manifest, release, discarded);
+      const store = new CheckpointStore(dir, options, manifest, release, discarded, text !== null);
       if (discarded) await store.writeManifest();
       await store.removeLeftovers();
       return store;
@@ -198,6 +235,31 @@ export class CheckpointStore {
       await release().catch(() => undefined);
       throw e;
     }
+  }
+
+  /**
+   * Whether the folder (or its manifest) was deleted since it was opened or last written, e.g. by a
+   * user cleaning up while the engine runs. Then it is created again, its lock taken again, and
+   * every checkpoint forgotten: the returned notice says so, and the caller reads from the start.
+   * Returns null when the folder is as this store left it.
+   */
+  async recoverIfDeleted(): Promise<{ notice: string; lost: Manifest } | null> {
+    const folderThere = await exists(this.dir);
+    if (folderThere && (!this.manifestWritten || (await exists(path.join(this.dir, MANIFEST_FILE))))) return null;
+    const lost = this.m;
+    await this.release().catch(() => undefined);
+    try {
+      await this.options.beforeCreate?.();
+      await fsp.mkdir(this.dir, { recursive: true });
+    } catch (e) {
+      throw new ModelError(`the memory storage folder ${this.dir} was deleted and cannot be created again: ${(e as Error).message}`);
+    }
+    this.release = await acquireLock(this.dir, Math.max(2000, this.options.staleLockMs ?? 10_000));
+    this.m = emptyManifest(this.options);
+    this.manifestWritten = false;
+    await this.removeLeftovers();
+    const n = lost.checkpoints.length;
+    return { notice: `the memory storage folder ${this.dir} ${folderThere ? 'lost its manifest' : 'was deleted'} while the engine ran (${n} checkpoint${n === 1 ? '' : 's'} gone); it was created again`, lost };
   }
 
   get manifest(): Readonly<Manifest> {
@@ -276,7 +338,19 @@ export class CheckpointStore {
       bytes: blob.byteLength,
       savedAt: new Date().toISOString(),
     };
-    await writeAtomic(path.join(this.dir, entry.file), Buffer.from(blob.buffer, blob.byteOffset, blob.byteLength));
+    // A folder deleted under a running update is created again: the state in hand is still valid
+    // for its chain, so the update goes on, with only this checkpoint kept.
+    const recovered = await this.recoverIfDeleted();
+    if (recovered) this.notices.push(`${recovered.notice}, and this update goes on from the state it holds`);
+    const before = this.m;
+    const statePath = path.join(this.dir, entry.file);
+    const hadFile = this.m.checkpoints.some((c) => c.file === entry.file);
+    try {
+      await writeAtomic(statePath, Buffer.from(blob.buffer, blob.byteOffset, blob.byteLength));
+    } catch (e) {
+      throw writeFailure(this.dir, `the checkpoint at token ${at.position}`, e);
+    }
+    this.m = { ...before, files: [...before.files], checkpoints: [...before.checkpoints] };
     const kept = this.m.checkpoints.filter((c) => c.position < entry.position);
     const replaced = this.m.checkpoints.filter((c) => c.position >= entry.position && c.file !== entry.file);
     const list = [...kept, entry];
@@ -285,7 +359,20 @@ export class CheckpointStore {
     this.m.files = chain.map((f) => ({ ...f }));
     this.m.complete = complete;
     if (complete) this.m.lastUpdate = entry.savedAt;
-    await this.writeManifest();
+    try {
+      await this.writeManifest();
+    } catch (e) {
+      // The old manifest is still the one on disk, naming only complete states: keep to it.
+      this.m = before;
+      if (!hadFile) await fsp.rm(statePath, { force: true }).catch(() => undefined);
+      throw e;
+    }
+    const cappedOut = pruned.length - prune(list, this.options.minSpacing, Infinity).length;
+    if (this.checkpointBytes > this.options.capBytes) {
+      this.notices.push(`one checkpoint (${formatBytes(entry.bytes)}) is larger than the memory's storage cap of ${formatBytes(this.options.capBytes)} (titan.memory.storageCapMB, --storage-cap): only the newest checkpoint is kept, so a change re-reads more of the workspace`);
+    } else if (cappedOut > 0) {
+      this.notices.push(`the checkpoints reached the memory's storage cap of ${formatBytes(this.options.capBytes)}: ${cappedOut} older checkpoint(s) removed to stay under it`);
+    }
     await this.removeFiles([...pruned, ...replaced]);
     return entry;
   }
@@ -317,8 +404,20 @@ export class CheckpointStore {
 
   private async writeManifest(): Promise<void> {
     const body = { ...this.m };
-    await writeAtomic(path.join(this.dir, MANIFEST_FILE), JSON.stringify({ ...body, checksum: manifestChecksum(body) }));
+    try {
+      await writeAtomic(path.join(this.dir, MANIFEST_FILE), JSON.stringify({ ...body, checksum: manifestChecksum(body) }));
+    } catch (e) {
+      throw writeFailure(this.dir, 'the memory manifest', e);
+    }
+    this.manifestWritten = true;
   }
+
+  /** Notices for the user since the last call (storage cap reached, folder re-created). */
+  takeNotices(): string[] {
+    return this.notices.splice(0);
+  }
+
+  private readonly notices: string[] = [];
 
   private async removeFiles(entries: readonly CheckpointEntry[]): Promise<void> {
     const live = new Set(this.m.checkpoints.map((c) => c.file));

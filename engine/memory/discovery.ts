@@ -21,6 +21,7 @@ import { compileExclude, excludeEntries, type ExcludeGlobs, type ExcludeMatcher 
 import { classifyContent, DEFAULT_CONTENT_LIMITS, skipByName, type ContentLimits, type Skip, type SkipReason } from './fileChecks';
 import { IgnoreRules, type RulesSource } from './ignoreRules';
 import { JobPool } from './jobPool';
+import { MAX_IGNORE_FILE_BYTES } from '../limits';
 
 export { DEFAULT_CONTENT_LIMITS, LOCK_FILE_NAMES, type ContentLimits, type SkipReason } from './fileChecks';
 export { nodeDiscoveryFs, type DirEntry, type DiscoveryFs, type LoadedFile } from './discoveryFs';
@@ -91,6 +92,11 @@ export interface DiscoveryOptions extends Partial<ContentLimits> {
   readonly useIgnoreFiles?: boolean;
   /** Follow symbolic links to files and directories (default true, like VS Code search). */
   readonly followSymlinks?: boolean;
+  /**
+   * Most files to accept (default: no cap). At the cap the walk stops listing and reading, and
+   * the result says so in `limitReached`; which files made it in then depends on the walk order.
+   */
+  readonly maxFiles?: number;
   /** Jobs (directory listings, file reads) in flight at once (default 16). */
   readonly concurrency?: number;
   /** Called at most every progressIntervalMs while walking, and once at the end with done: true. */
@@ -108,6 +114,8 @@ export interface WorkspaceDiscovery {
   readonly skipped: readonly SkippedFile[];
   readonly counts: DiscoveryCounts;
   readonly elapsedMs: number;
+  /** Set when the walk stopped at `maxFiles`: the notice for the user. */
+  readonly limitReached: string | null;
 }
 
 /** Rejection of a cancelled discovery; `name` is 'AbortError' like the platform's. */
@@ -233,13 +241,15 @@ export async function discoverWorkspace(
     skipped,
     counts: { ...walk.counts },
     elapsedMs: performance.now() - started,
+    limitReached: walk.full
+      ? `the workspace has more files than the memory's cap of ${walk.maxFiles} (titan.memory.maxFiles, --max-files): discovery stopped at the cap and the rest of the workspace is left out`
+      : null,
   };
 }
 
 // ---------------------------------------------------------------------------------------
 
 const LISTING_SLICE = 256;
-const RULES_FILE_LIMIT = 4 * 1024 * 1024;
 
 function contentLimits(options: Partial<ContentLimits>): ContentLimits {
   return {
@@ -287,10 +297,16 @@ class Walk {
   private readonly multiRoot: boolean;
   private readonly ignoreCase = process.platform === 'darwin' || process.platform === 'win32';
   private lastProgress = 0;
+  readonly maxFiles: number;
+  /** File inspections reserved by roomForFile and not yet finished (they may still be accepted). */
+  private inspecting = 0;
+  /** The file cap was reached: nothing more is listed or read. */
+  full = false;
 
   constructor(specs: readonly WorkspaceFolderSpec[], private readonly options: DiscoveryOptions) {
     this.fs = { ...nodeDiscoveryFs, ...options.fs };
     this.limits = contentLimits(options);
+    this.maxFiles = options.maxFiles ?? Infinity;
     this.pool = new JobPool(Math.max(1, options.concurrency ?? 16));
     this.multiRoot = specs.length > 1;
     const taken = new Set<string>();
@@ -340,8 +356,22 @@ class Walk {
     await this.scanDir(root, IgnoreRules.empty(this.ignoreCase));
   }
 
+  /**
+   * Reserves room under the cap for one file inspection (inspectFile gives it back), or notes
+   * that the cap is reached. Queued inspections count, so a huge directory queues at most the cap.
+   */
+  private roomForFile(): boolean {
+    if (this.accepted.length + this.inspecting < this.maxFiles) {
+      this.inspecting++;
+      return true;
+    }
+    this.full = true;
+    return false;
+  }
+
   private async scanDir(dir: Dir, inherited: IgnoreRules): Promise<void> {
     const { folder } = dir;
+    if (this.full) return;
     let entries: readonly DirEntry[];
     try {
       entries = await this.fs.readdir(dir.abs);
@@ -359,6 +389,7 @@ class Walk {
         await yieldToEventLoop();
         if (this.pool.stopped) return;
       }
+      if (this.full) return;
       const entry = entries[i];
       const rel = dir.rel === '' ? entry.name : `${dir.rel}/${entry.name}`;
       const abs = path.join(dir.abs, entry.name);
@@ -381,7 +412,7 @@ class Walk {
       } else if (entry.isFile()) {
         const byName = skipByName(entry.name);
         if (byName) this.skip(folder, rel, abs, byName);
-        else this.pool.spawn(() => this.inspectFile(dir, rel, abs, dir.viaSymlink));
+        else if (this.roomForFile()) this.pool.spawn(() => this.inspectFile(dir, rel, abs, dir.viaSymlink));
       } else {
         this.skip(folder, rel, abs, { reason: 'unreadable', detail: 'not a regular file (a socket, FIFO or device)' });
       }
@@ -399,7 +430,7 @@ class Walk {
     const files: Array<{ source: RulesSource; text: string }> = [];
     for (const [source, file] of wanted) {
       try {
-        const { bytes } = await this.fs.loadFile(file, RULES_FILE_LIMIT);
+        const { bytes } = await this.fs.loadFile(file, MAX_IGNORE_FILE_BYTES);
         if (bytes) files.push({ source, text: bytes.toString('utf8') });
       } catch {
         // A missing info/exclude is normal; an unreadable .gitignore is reported when it is
@@ -443,7 +474,7 @@ class Walk {
     } else if (st.isFile()) {
       const byName = skipByName(path.posix.basename(rel));
       if (byName) this.skip(folder, rel, abs, byName);
-      else await this.inspectFile(dir, rel, abs, true);
+      else if (this.roomForFile()) await this.inspectFile(dir, rel, abs, true);
     } else {
       this.skip(folder, rel, abs, { reason: 'unreadable', detail: 'the link points at a socket, FIFO or device' });
     }
@@ -451,7 +482,12 @@ class Walk {
 
   private async inspectFile(dir: Dir, rel: string, abs: string, viaSymlink: boolean): Promise<void> {
     const { folder } = dir;
-    const read = await readChecked(this.fs, abs, path.posix.basename(rel), this.limits);
+    let read: CheckedRead;
+    try {
+      read = await readChecked(this.fs, abs, path.posix.basename(rel), this.limits);
+    } finally {
+      this.inspecting--;
+    }
     if (!read.ok) {
       this.skip(folder, rel, abs, read);
     } else {

@@ -2,6 +2,7 @@
 // file's name and bytes, with no file-system access, so discovery and re-reads agree.
 
 import { isBinaryFileSync } from 'isbinaryfile';
+import { DEFAULT_MEMORY_LIMITS, MAX_AVERAGE_LINE_BYTES, MAX_LINE_BYTES } from '../limits';
 
 /** Why a file that the ignore rules let through is still left out of the stream. */
 export type SkipReason =
@@ -14,7 +15,9 @@ export type SkipReason =
   | 'broken-symlink'
   | 'unreadable'
   | 'invalid-utf8'
-  | 'duplicate';
+  | 'duplicate'
+  /** Past the memory stream's token cap (engine/limits.ts maxStreamTokens). */
+  | 'token-limit';
 
 export interface ContentLimits {
   /** Files larger than this many bytes are skipped as 'too-large' without being read. */
@@ -31,9 +34,9 @@ export interface ContentLimits {
 }
 
 export const DEFAULT_CONTENT_LIMITS: ContentLimits = {
-  maxFileSize: 1024 * 1024,
-  maxLineLength: 5000,
-  maxAverageLineLength: 200,
+  maxFileSize: DEFAULT_MEMORY_LIMITS.maxFileBytes,
+  maxLineLength: MAX_LINE_BYTES,
+  maxAverageLineLength: MAX_AVERAGE_LINE_BYTES,
   skipGenerated: true,
 };
 

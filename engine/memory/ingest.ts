@@ -37,6 +37,8 @@ export interface IngestContext {
   chunk: number;
   semantics: string | undefined;
   checkpointEvery: number;
+  /** The stream stops before a file that would take it past this many tokens (engine/limits.ts). */
+  maxStreamTokens: number;
   limits: Partial<ContentLimits>;
   signal?: AbortSignal;
   onProgress?: (p: IngestProgressEvent) => void;
@@ -62,6 +64,8 @@ export interface IngestOutcome {
   filesFed: number;
   tokensFed: number;
   skipped: ReadSkip[];
+  /** Set when files were left out at the stream's token cap: the notice for the user. */
+  limitReached: string | null;
   cancelled: boolean;
   /** Seconds spent in forward runs and checkpoint writes. */
   seconds: number;
@@ -97,6 +101,7 @@ export async function ingest(ctx: IngestContext, files: readonly WorkspaceFile[]
   const skipped: ReadSkip[] = [];
   let filesFed = 0;
   let tokensFed = 0;
+  let leftOut = 0;
   let busySeconds = 0;
   const began = performance.now();
 
@@ -143,6 +148,13 @@ export async function ingest(ctx: IngestContext, files: readonly WorkspaceFile[]
 
   let next: Promise<Prepared> | null = files.length > start.file ? prepare(ctx, files[start.file]) : null;
   for (let i = start.file; i < files.length; i++) {
+    if (leftOut > 0) {
+      // Past the token cap: the rest is not even read.
+      leftOut++;
+      bytesLeft -= files[i].size;
+      skipped.push({ path: files[i].streamPath, reason: 'token-limit', detail: `the stream is at its cap of ${ctx.maxStreamTokens} tokens` });
+      continue;
+    }
     const prepared = await next!;
     next = i + 1 < files.length ? prepare(ctx, files[i + 1]) : null;
     next?.catch(() => undefined); // awaited on the next turn; a failure is reported there
@@ -153,6 +165,13 @@ export async function ingest(ctx: IngestContext, files: readonly WorkspaceFile[]
       continue;
     }
     const { file, ids } = prepared;
+    // The token cap: this file and every later one stay out (a resumed file was in before).
+    if (!(i === start.file && start.offset > 0) && position + ids.length > ctx.maxStreamTokens) {
+      leftOut++;
+      next = null;
+      skipped.push({ path: file.streamPath, reason: 'token-limit', detail: `${ids.length} tokens would take the stream past its cap of ${ctx.maxStreamTokens} tokens` });
+      continue;
+    }
     bytesSeen += file.size;
     tokensSeen += ids.length;
     tokensPerByte = tokensSeen / Math.max(1, bytesSeen);
@@ -170,7 +189,7 @@ export async function ingest(ctx: IngestContext, files: readonly WorkspaceFile[]
       currentLeft = ids.length - offset;
       if (ctx.signal?.aborted) {
         if (position > lastSaved) await checkpoint(here(false, offset), false);
-        return { position, chain, filesFed, tokensFed, skipped, cancelled: true, seconds: busySeconds };
+        return { position, chain, filesFed, tokensFed, skipped, limitReached: null, cancelled: true, seconds: busySeconds };
       }
       const end = segmentEnd(position, fileStart + ids.length, segmentSize) - fileStart;
       const t0 = performance.now();
@@ -196,5 +215,8 @@ export async function ingest(ctx: IngestContext, files: readonly WorkspaceFile[]
   if (position > lastSaved || store.last?.position !== position) await checkpoint(here(true, 0), true);
   else await store.markComplete(chain);
   emit('ingest', true);
-  return { position, chain, filesFed, tokensFed, skipped, cancelled: false, seconds: busySeconds };
+  const limitReached = leftOut > 0
+    ? `the memory stream reached its cap of ${ctx.maxStreamTokens} tokens (titan.memory.maxTokens, --max-tokens): the ${leftOut} newest files are left out of the memory (retrieval still finds them)`
+    : null;
+  return { position, chain, filesFed, tokensFed, skipped, limitReached, cancelled: false, seconds: busySeconds };
 }

@@ -19,7 +19,8 @@ import * as lockfile from 'proper-lockfile';
 import { ModelError } from '../model/errors';
 import { loadTokenizer, type TitanTokenizer } from '../model/tokenizer';
 import { CancelledError, generate } from '../runtime/generate';
-import type { ProviderChoice } from '../runtime/session';
+import type { ProviderChoice, ProviderReport } from '../runtime/session';
+import { DEFAULT_MEMORY_LIMITS, positiveLimit } from '../limits';
 import { WorkerModel } from '../runtime/worker-client';
 import { readPackage } from '../titanize/package';
 import { CheckpointStore, sharedPrefix, type CheckpointEntry } from './checkpoint-store';
@@ -42,12 +43,18 @@ export interface MemoryOptions {
   exclude?: string[] | Record<string, boolean | { when: string }>;
   provider?: ProviderChoice;
   threads?: number;
-  /** Tokens between checkpoints (default 16384). */
+  /** Tokens between checkpoints (default: engine/limits.ts, as the caps below). */
   checkpointEveryTokens?: number;
-  /** Files larger than this are skipped (default 1 MiB). */
+  /** Files larger than this are skipped. */
   maxFileBytes?: number;
-  /** Bytes of checkpoints kept for this memory (default 256 MiB); old ones are thinned first. */
+  /** Bytes of checkpoints kept for this memory; old ones are thinned first. */
   storageCapBytes?: number;
+  /** Files of all workspace folders together; discovery stops at the cap. */
+  maxFiles?: number;
+  /** Tokens of the memory stream; files past the cap are left out. */
+  maxStreamTokens?: number;
+  /** Told of each notice as it arises (a cap reached, the storage folder re-created); also in MemoryStats.notices. */
+  onNotice?: (message: string) => void;
 }
 
 export interface IngestProgress {
@@ -90,6 +97,8 @@ export interface MemoryStats {
   discoverySeconds: number;
   /** The memory's folder inside the storage folder. */
   storage: string;
+  /** What the user should know about this update: caps reached, the storage folder re-created after a deletion. */
+  notices: string[];
 }
 
 export interface AskOptions {
@@ -139,8 +148,6 @@ export class UpdateCancelledError extends CancelledError {
   }
 }
 
-const DEFAULT_CHECKPOINT_EVERY = 16_384;
-const DEFAULT_STORAGE_CAP = 256 * 1024 * 1024;
 const RETRIEVED_FILES = 5;
 const IDENTIFIER_SOURCES = 30;
 const INDEX_FILE = 'retrieval-index.json';
@@ -149,11 +156,6 @@ function hashOf(...parts: string[]): string {
   return createHash('sha256').update(JSON.stringify(parts)).digest('hex');
 }
 
-function positiveInteger(value: number | undefined, name: string, fallback: number): number {
-  if (value === undefined) return fallback;
-  if (!Number.isSafeInteger(value) || value < 1) throw new ModelError(`${name} must be a positive integer, got ${String(value)}`);
-  return value;
-}
 
 /** Relative POSIX path of `inner` under `outer`, or null if it is not inside. */
 function inside(outer: string, inner: string): string | null {
@@ -178,6 +180,8 @@ export class WorkspaceMemory {
   private modelQueue: Promise<unknown> = Promise.resolve();
   private updateQueue: Promise<unknown> = Promise.resolve();
   private index: Promise<RetrievalIndex> | null = null;
+  /** The last finished update's notices. */
+  private lastNotices: string[] = [];
 
   private constructor(
     private readonly options: MemoryOptions,
@@ -205,9 +209,13 @@ export class WorkspaceMemory {
       if (!st.isDirectory()) throw new ModelError(`workspace folder ${root} is not a folder`);
     }
     if (!options.storageDir) throw new ModelError('workspace memory needs a storage folder');
-    const checkpointEvery = positiveInteger(options.checkpointEveryTokens, 'checkpointEveryTokens', DEFAULT_CHECKPOINT_EVERY);
-    const capBytes = positiveInteger(options.storageCapBytes, 'storageCapBytes', DEFAULT_STORAGE_CAP);
-    if (options.maxFileBytes !== undefined) positiveInteger(options.maxFileBytes, 'maxFileBytes', 1);
+    const checkpointEvery = positiveLimit(options.checkpointEveryTokens, 'checkpointEveryTokens', DEFAULT_MEMORY_LIMITS.checkpointEveryTokens);
+    const capBytes = positiveLimit(options.storageCapBytes, 'storageCapBytes', DEFAULT_MEMORY_LIMITS.storageCapBytes);
+    const limits = {
+      maxFileBytes: positiveLimit(options.maxFileBytes, 'maxFileBytes', DEFAULT_MEMORY_LIMITS.maxFileBytes),
+      maxFiles: positiveLimit(options.maxFiles, 'maxFiles', DEFAULT_MEMORY_LIMITS.maxFiles),
+      maxStreamTokens: positiveLimit(options.maxStreamTokens, 'maxStreamTokens', DEFAULT_MEMORY_LIMITS.maxStreamTokens),
+    };
 
     const packageDir = path.resolve(options.packageDir);
     const pkg = readPackage(packageDir);
@@ -229,15 +237,16 @@ export class WorkspaceMemory {
       return own.length ? { path: root, exclude: own.flatMap((r) => [r, `${r}/**`]) } : { path: root };
     });
 
-    const model = await WorkerModel.open(packageDir, { provider: options.provider ?? 'auto', threads: options.threads });
+    // A failing GPU leaves the memory working on the CPU (status().providerReport.fallback says why).
+    const model = await WorkerModel.open(packageDir, { provider: options.provider ?? 'auto', threads: options.threads, cpuFallback: true });
     let store: CheckpointStore | null = null;
     try {
       const key = streamKey({ packageKey: model.packageKey, tokenizerHash: tokenizerHash(packageDir), header: DEFAULT_FILE_HEADER, segmentSize });
       const slug = path.basename(roots[0]).replace(/[^A-Za-z0-9._-]+/g, '_').slice(0, 40) || 'workspace';
       const memoryDir = path.join(storageDir, `${slug}-${hashOf(model.packageKey, ...roots).slice(0, 12)}`);
       await prepareStorage(storageDir);
-      store = await CheckpointStore.open(memoryDir, { streamKey: key, packageKey: model.packageKey, workspaces: roots, minSpacing: checkpointEvery, capBytes });
-      const memory = new WorkspaceMemory({ ...options, checkpointEveryTokens: checkpointEvery, storageCapBytes: capBytes }, folders, model, tokenizer, store, segmentSize, pkg.manifest.window, { chunk, semantics: tptt?.semantics }, [storageDir, packageDir]);
+      store = await CheckpointStore.open(memoryDir, { streamKey: key, packageKey: model.packageKey, workspaces: roots, minSpacing: checkpointEvery, capBytes, beforeCreate: () => prepareStorage(storageDir) });
+      const memory = new WorkspaceMemory({ ...options, ...limits, checkpointEveryTokens: checkpointEvery, storageCapBytes: capBytes }, folders, model, tokenizer, store, segmentSize, pkg.manifest.window, { chunk, semantics: tptt?.semantics }, [storageDir, packageDir]);
       // Reopening restores the newest checkpoint at once; update() then checks it against the files.
       const newest = await store.newestLoadable();
       if (newest) {
@@ -267,7 +276,15 @@ export class WorkspaceMemory {
     const progress = opts.onProgress;
     if (signal.aborted) throw new CancelledError();
     this.fresh = false;
+    const notices = new Set<string>();
+    const notice = (message: string): void => {
+      if (notices.has(message)) return;
+      notices.add(message);
+      this.options.onNotice?.(message);
+    };
+    await this.recoverStorage(notice);
     const discovery = await this.discover(signal, progress, opts.changedPaths);
+    if (discovery.limitReached) notice(discovery.limitReached);
     const discoverySeconds = (performance.now() - t0) / 1000;
     const current = discovery.files.map((f) => ({ path: f.streamPath, sha256: f.sha256 }));
 
@@ -299,12 +316,18 @@ export class WorkspaceMemory {
           chunk: this.tptt.chunk,
           semantics: this.tptt.semantics,
           checkpointEvery: this.options.checkpointEveryTokens!,
+          maxStreamTokens: this.options.maxStreamTokens!,
           limits: this.limits(),
           signal,
           onProgress: progress ? (p) => progress({ ...p }) : undefined,
           withModel: (fn) => this.withModel(fn),
-          onCheckpoint: (entry, blob) => this.setMemory(entry, blob),
+          onCheckpoint: (entry, blob) => {
+            this.setMemory(entry, blob);
+            for (const n of this.store.takeNotices()) notice(n);
+          },
         }, discovery.files, start);
+        if (outcome.limitReached) notice(outcome.limitReached);
+        for (const n of this.store.takeNotices()) notice(n);
         const seconds = (performance.now() - t0) / 1000;
         const stats: MemoryStats = {
           filesRead: outcome.chain.length,
@@ -325,7 +348,9 @@ export class WorkspaceMemory {
           checkpoints: this.store.checkpoints.length,
           discoverySeconds,
           storage: this.store.dir,
+          notices: [...notices],
         };
+        this.lastNotices = [...notices];
         if (outcome.cancelled) throw new UpdateCancelledError(stats);
         this.fresh = true;
         this.lastUpdate = new Date().toISOString();
@@ -347,13 +372,33 @@ export class WorkspaceMemory {
     }
   }
 
+  /**
+   * The storage folder deleted since the last operation: it is created again, and the state this
+   * memory holds (the newest checkpoint's, in memory) is saved into it again, so the update that
+   * follows resumes from there instead of reading the workspace from the start.
+   */
+  private async recoverStorage(notice: (message: string) => void): Promise<void> {
+    const recovered = await this.store.recoverIfDeleted();
+    if (!recovered) return;
+    const held = recovered.lost.checkpoints.find((c) => c.position === this.memoryPosition);
+    if (this.memoryBlob && held && this.memoryPosition > 0) {
+      const chain = recovered.lost.files.slice(0, held.files + (held.offset > 0 ? 1 : 0));
+      await this.store.save(this.memoryBlob, { position: held.position, files: held.files, offset: held.offset }, chain, false);
+      this.store.takeNotices();
+      notice(`${recovered.notice}; the memory's state at token ${held.position} was saved into it again`);
+    } else {
+      this.setMemory(null, null);
+      notice(`${recovered.notice}; the workspace is read again from the start`);
+    }
+  }
+
   private setMemory(entry: CheckpointEntry | null, blob: Uint8Array | null): void {
     this.memoryBlob = blob;
     this.memoryPosition = entry?.position ?? 0;
   }
 
   private limits(): Partial<ContentLimits> {
-    return this.options.maxFileBytes ? { maxFileSize: this.options.maxFileBytes } : {};
+    return { maxFileSize: this.options.maxFileBytes };
   }
 
   /** Full discovery, or with changedPaths that all name known files, a re-check of just those. */
@@ -365,6 +410,7 @@ export class WorkspaceMemory {
     try {
       const found = await discoverWorkspace(this.folders, {
         ...this.limits(),
+        maxFiles: this.options.maxFiles,
         exclude: this.options.exclude as ExcludeGlobs | undefined,
         signal,
         onProgress: (p) => progress?.({ phase: 'discover', filesTotal: p.seen, filesDone: p.accepted + p.skipped, tokensTotal: 0, tokensDone: 0, tokensPerSecond: 0, etaSeconds: null }),
@@ -551,14 +597,15 @@ export class WorkspaceMemory {
           throw e;
         }
       });
-      await index.save(file);
+      // A lost index is rebuilt at the next question: failing to save it must not fail this one.
+      await index.save(file).catch((e: unknown) => this.options.onNotice?.(`the retrieval index was not saved (${(e as Error).message}); it is rebuilt when needed`));
       return index;
     });
     this.index = next.catch(() => RetrievalIndex.empty());
     return next;
   }
 
-  status(): { position: number; files: number; fresh: boolean; lastUpdate: string | null; packageKey: string; provider: string; updating: boolean; checkpoints: number; checkpointBytes: number; storage: string } {
+  status(): { position: number; files: number; fresh: boolean; lastUpdate: string | null; packageKey: string; provider: string; providerReport: ProviderReport; updating: boolean; checkpoints: number; checkpointBytes: number; storage: string; notices: string[] } {
     const last = this.store.last;
     const filesInState = last ? last.files + (last.offset > 0 ? 1 : 0) : 0;
     return {
@@ -568,10 +615,12 @@ export class WorkspaceMemory {
       lastUpdate: this.lastUpdate ?? this.store.manifest.lastUpdate,
       packageKey: this.model.packageKey,
       provider: this.model.provider.provider,
+      providerReport: { ...this.model.provider },
       updating: this.ingesting,
       checkpoints: this.store.checkpoints.length,
       checkpointBytes: this.store.checkpointBytes,
       storage: this.store.dir,
+      notices: [...this.lastNotices],
     };
   }
 

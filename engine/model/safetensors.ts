@@ -8,6 +8,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { clip, ModelError } from './errors';
+import { MAX_SAFETENSORS_HEADER_BYTES } from '../limits';
 
 export type SafetensorsDType = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
 
@@ -27,7 +28,6 @@ export interface TensorInfo {
 }
 
 /** Largest JSON header we accept; real headers are well under a megabyte per thousand tensors. */
-const MAX_HEADER_BYTES = 100 * 1024 * 1024;
 
 /** Parses and validates one safetensors file's header. */
 export function readSafetensorsHeader(file: string): TensorInfo[] {
@@ -46,7 +46,7 @@ export function readSafetensorsHeader(file: string): TensorInfo[] {
     const lenBuf = Buffer.alloc(8);
     fs.readSync(fd, lenBuf, 0, 8, 0);
     const headerLen = lenBuf.readBigUInt64LE(0);
-    if (headerLen > BigInt(MAX_HEADER_BYTES)) throw new ModelError(`${display}: header length ${headerLen} is not plausible (corrupt or not a safetensors file)`);
+    if (headerLen > BigInt(MAX_SAFETENSORS_HEADER_BYTES)) throw new ModelError(`${display}: header length ${headerLen} is not plausible (corrupt or not a safetensors file)`);
     const n = Number(headerLen);
     if (8 + n > fileSize) throw new ModelError(`${display}: truncated safetensors file (header says ${n} bytes, file has ${fileSize - 8} after the length)`);
     const headerBuf = Buffer.alloc(n);

@@ -13,6 +13,11 @@ export interface MemoryBackendOptions {
   threads: number;
   maxFileBytes: number;
   storageCapBytes: number;
+  /** Caps beyond the extension's settings (engine/limits.ts defaults when absent). */
+  maxFiles?: number;
+  maxStreamTokens?: number;
+  /** Told of each notice (a cap reached, the storage folder re-created) as it arises. */
+  onNotice?: (message: string) => void;
 }
 
 export interface MemoryAskOptions {
@@ -27,7 +32,7 @@ export interface MemoryAskOptions {
 export interface MemoryBackend {
   update(options: { signal?: AbortSignal; onProgress?: (p: MemoryProgress) => void; changedPaths?: string[] }): Promise<MemoryStatsInfo>;
   ask(question: string, options: MemoryAskOptions): Promise<AskResult>;
-  status(): { position: number; files: number; fresh: boolean; lastUpdate: string | null; provider: ProviderInfo | null };
+  status(): { position: number; files: number; fresh: boolean; lastUpdate: string | null; provider: ProviderInfo | null; notices: string[] };
   close(): Promise<void>;
 }
 
@@ -83,6 +88,7 @@ export function toStats(s: MemoryStats, cancelled = false): MemoryStatsInfo {
     tokensPerSecond: s.tokensPerSecond,
     restoredFromCheckpoint: s.restoredFromCheckpoint,
     cancelled,
+    ...(s.notices.length ? { notices: s.notices } : {}),
   };
 }
 
@@ -96,6 +102,9 @@ export async function openMemoryBackend(options: MemoryBackendOptions): Promise<
     threads: options.threads || undefined,
     maxFileBytes: Math.round(options.maxFileBytes),
     storageCapBytes: Math.round(options.storageCapBytes),
+    maxFiles: options.maxFiles,
+    maxStreamTokens: options.maxStreamTokens,
+    onNotice: options.onNotice,
   });
   return {
     async update({ signal, onProgress, changedPaths }) {
@@ -113,9 +122,9 @@ export async function openMemoryBackend(options: MemoryBackendOptions): Promise<
     },
     status() {
       const s = memory.status();
-      const known = s.provider === 'cpu' || s.provider === 'cuda' || s.provider === 'webgpu';
-      const provider: ProviderInfo | null = known ? { provider: s.provider as ProviderInfo['provider'], reason: s.provider } : null;
-      return { position: s.position, files: s.files, fresh: s.fresh, lastUpdate: s.lastUpdate, provider };
+      const { provider: ep, reason, fallback } = s.providerReport;
+      const provider: ProviderInfo = { provider: ep, reason, ...(fallback ? { fallback } : {}) };
+      return { position: s.position, files: s.files, fresh: s.fresh, lastUpdate: s.lastUpdate, provider, notices: s.notices };
     },
     close: () => memory.close(),
   };

@@ -119,6 +119,7 @@ export class MemoryHost {
       files: s.files,
       fresh: s.fresh && !this.running && !this.fullPending && this.pending.size === 0,
       lastUpdate: s.lastUpdate,
+      ...(s.notices?.length ? { notices: s.notices } : {}),
       updating: this.progress ?? (this.running ? { phase: 'discover', filesDone: 0, filesTotal: 0, tokens: 0, tokensTotal: 0, position: null, tokensPerSecond: 0, etaSeconds: null, currentFile: null, message: 'starting' } : null),
       error: this.lastError,
     };

@@ -23,12 +23,13 @@ export class PlainChat {
 
   static async open(packageDir: string, provider: ProviderChoice, threads: number): Promise<PlainChat> {
     const tokenizer = loadTokenizer(packageDir);
-    const model = await WorkerModel.open(packageDir, { provider, threads: threads || undefined });
+    const model = await WorkerModel.open(packageDir, { provider, threads: threads || undefined, cpuFallback: true });
     return new PlainChat(model, tokenizer);
   }
 
   get provider(): ProviderInfo {
-    return { provider: this.model.provider.provider, reason: this.model.provider.reason };
+    const { provider, reason, fallback } = this.model.provider;
+    return { provider, reason, ...(fallback ? { fallback } : {}) };
   }
 
   ask(question: string, options: AskOptions): Promise<AskResult> {

@@ -53,6 +53,7 @@ export class ModelSession {
             threads: p.threads,
             maxFileBytes: p.maxFileBytes,
             storageCapBytes: p.storageCapBytes,
+            onNotice: (message) => log.warn(`memory: ${message}`),
           });
           this.memory = new Host(backend, this.onChange);
           this.memoryError = null;
@@ -83,12 +84,21 @@ export class ModelSession {
       signal,
       onText,
     };
-    if (this.memory) {
-      const memory = this.memory;
-      return memory.exclusive(() => memory.backend.ask(params.question, { ...options, retrieval: params.retrieval ?? true, memory: params.memory ?? true }));
+    const fallbackBefore = this.provider?.fallback;
+    try {
+      if (this.memory) {
+        const memory = this.memory;
+        return await memory.exclusive(() => memory.backend.ask(params.question, { ...options, retrieval: params.retrieval ?? true, memory: params.memory ?? true }));
+      }
+      if (this.chat) return await this.chat.ask(params.question, options);
+      throw new ModelError('no model is open');
+    } finally {
+      const fallback = this.provider?.fallback;
+      if (fallback && fallback !== fallbackBefore) {
+        log.warn(`execution provider: ${fallback}; the model runs on the CPU from now on`);
+        this.onChange();
+      }
     }
-    if (this.chat) return this.chat.ask(params.question, options);
-    throw new ModelError('no model is open');
   }
 
   /** Forgets the memory's checkpoints and reads the workspace again. */

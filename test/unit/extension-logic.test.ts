@@ -134,6 +134,16 @@ describe('status texts', () => {
     assert.match(formatStatusBar('starting', null, true).text, /^\$\(sync~spin\) Titan/);
   });
 
+  it('warns when the GPU failed and the model runs on the CPU, and lists memory notices', () => {
+    const fallback = 'webgpu failed during a run: device lost';
+    const s = { ...status({ position: 100, files: 2, fresh: true, lastUpdate: null, updating: null, error: null, notices: ['the memory stream reached its cap'] }), provider: { provider: 'cpu' as const, reason: `cpu (fallback: ${fallback})`, fallback } };
+    const view = formatStatusBar('running', s, true);
+    assert.equal(view.text, '$(warning) Titan · code-llama-19m-titan · cpu (GPU failed) · 100 tok · fresh');
+    assert.equal(view.severity, 'warning');
+    assert.match(view.tooltip, /GPU fallback: webgpu failed during a run: device lost/);
+    assert.match(view.tooltip, /Notice: the memory stream reached its cap/);
+  });
+
   it('words the chat\'s memory line', () => {
     assert.equal(formatMemoryLine({ position: 12345, files: 40, fresh: false, lastUpdate: null, updating: null, error: null }, true), 'Memory: 12k tokens · 40 files · stale');
     assert.match(formatMemoryLine(null, false), /No folder open/);

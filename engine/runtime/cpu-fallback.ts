@@ -1,0 +1,86 @@
+// The CPU as the fallback of a failing GPU provider, in the model worker: a GPU provider that was
+// asked for by name but cannot start, or that fails during a run (a lost device, a driver fault), is
+// replaced by the CPU provider, and the runner's ProviderReport says so in `fallback`, which the
+// engine's status carries to the extension. A run that failed mid-call is run again on the CPU from
+// the state before it: the answer or ingestion in progress goes on as if nothing happened. When that
+// state cannot be read back from the device, the call fails with one line, and the next one runs on
+// the CPU from whatever state its caller loads (a question loads the memory's state anyway).
+import { ModelError } from '../model/errors';
+import { halfToFloat } from '../model/safetensors';
+import { ModelRunner, type RunnerOptions } from './session';
+import { decodeState, encodeState } from './state-blob';
+
+function errorLine(e: unknown): string {
+  return String((e as Error)?.message ?? e).split('\n')[0].slice(0, 300);
+}
+
+/** Opens the package on the requested provider, or with cpuFallback, on the CPU when an explicitly requested GPU provider cannot start. */
+export async function openRunner(packageDir: string, options: RunnerOptions): Promise<ModelRunner> {
+  const requested = options.provider ?? 'auto';
+  try {
+    return await ModelRunner.open(packageDir, options);
+  } catch (e) {
+    // `auto` already moves on to the CPU itself (createSession notes the failure in `fallback`).
+    if (!options.cpuFallback || requested === 'auto' || requested === 'cpu' || !(e instanceof ModelError)) throw e;
+    return cpuRunner(packageDir, options, errorLine(e));
+  }
+}
+
+async function cpuRunner(packageDir: string, options: RunnerOptions, why: string): Promise<ModelRunner> {
+  const cpu = await ModelRunner.open(packageDir, { ...options, provider: 'cpu', profilePrefix: undefined });
+  Object.assign(cpu.provider, { reason: `cpu (fallback: ${why})`, fallback: why });
+  return cpu;
+}
+
+/**
+ * runner.forward, with a GPU failure during the call handled as the file's header says. `swap` is
+ * told of the CPU runner as soon as it exists, whether the call then succeeds or not.
+ */
+export async function forwardWithFallback(
+  runner: ModelRunner,
+  ids: readonly number[],
+  rows: readonly number[],
+  options: RunnerOptions,
+  swap: (cpu: ModelRunner) => void,
+): Promise<Float32Array[]> {
+  const start = runner.position;
+  try {
+    return await runner.forward(ids, rows);
+  } catch (e) {
+    // A ModelError is bad input (a token outside the vocabulary), not a device fault.
+    if (runner.provider.provider === 'cpu' || e instanceof ModelError) throw e;
+    const why = `${runner.provider.provider} failed during a run: ${errorLine(e)}`;
+    if (!options.cpuFallback) throw new ModelError(`execution provider ${why}`);
+    // Tokens of this call the GPU got through before the failing run (its state is after them).
+    const done = runner.position - start;
+    let blob: Uint8Array | null;
+    try {
+      blob = await runner.saveState();
+    } catch {
+      blob = null; // the state lived in device memory and went with the device
+    }
+    await runner.release().catch(() => undefined);
+    const cpu = await cpuRunner(runner.pkg.dir, options, why);
+    swap(cpu);
+    if (!blob) throw new ModelError(`execution provider ${why}; the model now runs on the CPU, but the state of this request was lost with the device: run it again`);
+    cpu.loadState(stateForCpu(blob));
+    if (rows.some((r) => r < done)) {
+      throw new ModelError(`execution provider ${why}; the model now runs on the CPU, but logits this request needed were lost with the device: run it again`);
+    }
+    return cpu.forward(ids.slice(done), rows.map((r) => r - done));
+  }
+}
+
+/** A state blob as `runner` takes it: CPU graphs compute in float32, so half-precision tensors (from an fp16 GPU graph) are widened. */
+export function stateForRunner(runner: ModelRunner, blob: Uint8Array): Uint8Array {
+  return runner.provider.provider === 'cpu' ? stateForCpu(blob) : blob;
+}
+
+function stateForCpu(blob: Uint8Array): Uint8Array {
+  const snap = decodeState(blob);
+  if (!snap.tensors.some((t) => t.dtype === 'float16')) return blob;
+  return encodeState({
+    ...snap,
+    tensors: snap.tensors.map((t) => (t.dtype === 'float16' ? { ...t, dtype: 'float32' as const, data: Float32Array.from(t.data as Uint16Array, halfToFloat) } : t)),
+  });
+}
