@@ -60,6 +60,7 @@ lines.push('## Bugs these tests found (fixed, kept as regression inputs)', '',
   '- A denormal `rope_theta` (1e-323) gave infinite rotary frequencies; theta must be finite and ≥ 1 (`regress-denormal-rope-theta`).',
   '- A denormal linear rope `factor` (5e-324) gave infinite rotary frequencies: the frequencies of the whole rope configuration are now checked at load (`regress-denormal-rope-factor`).',
   '- `model.vocab` entries whose value was a fraction or a list came out of `encode` as token ids (the library\'s reverse lookup keeps any value); every vocabulary id is checked at load and every encoded id before use (`regress-fraction-vocab-id`, `regress-list-vocab-id`).',
+  '- A `model.vocab` id of 2^31 made the tokenizer library fill an id table of two billion slots (a hang); ids far past the vocabulary\'s size are refused at load (`regress-huge-vocab-id`).',
   '- The engine server\'s throttled status notification threw "Connection is disposed" from a timer after its connection closed (`regress-status-after-dispose`; fixed in engine-server.ts by its owner).',
   '- A SIGKILLed `titan titanize` left `<out>.tmp-*` folders forever, and replacing a package deleted the old one before the new one was in place; stale siblings are removed and the old package is moved aside until the rename.',
   '');

@@ -273,6 +273,9 @@ export class StreamDecoder {
 const TOKENIZER_MODEL_TYPES = ['BPE', 'WordPiece', 'Unigram'] as const;
 
 /** Loads the tokenizer of the checkpoint in `dir`; every problem is a ModelError naming the file. */
+/** No tokenizer in use has ids past 2^24 (the largest vocabularies hold about 2^18 tokens). */
+const MAX_TOKEN_ID = 2 ** 24;
+
 export function loadTokenizer(dir: string): TitanTokenizer {
   const root = path.resolve(dir);
   const tokenizerFile = path.join(root, 'tokenizer.json');
@@ -295,10 +298,19 @@ export function loadTokenizer(dir: string): TitanTokenizer {
   }
   // The library's reverse lookup keeps whatever value a vocabulary entry holds and hands it out as an
   // id, so a fraction, a string or a list in model.vocab would reach the embedding lookup.
+  // Ids also size the library's id → token table: one far past the vocabulary (2^31) would have it
+  // fill billions of slots. Real vocabularies are dense, with added tokens after them.
+  const added = (tokenizerJson as { added_tokens?: unknown }).added_tokens;
+  const idLimit = Math.min(MAX_TOKEN_ID, 2 * (Object.keys(vocab ?? {}).length + (Array.isArray(added) ? added.length : 0)) + 1024);
+  const checkId = (token: unknown, id: unknown, where: string) => {
+    if (!Number.isSafeInteger(id) || (id as number) < 0) throw new ModelError(`tokenizer.json in ${root}: token ${clip(String(JSON.stringify(token)))} has id ${clip(String(JSON.stringify(id)))} in "${where}", not a non-negative integer; re-export it with save_pretrained`);
+    if ((id as number) >= idLimit) throw new ModelError(`tokenizer.json in ${root}: token ${clip(String(JSON.stringify(token)))} has id ${id} in "${where}", far beyond the vocabulary's size; re-export it with save_pretrained`);
+  };
   if (vocab !== undefined && !Array.isArray(vocab)) {
-    for (const [token, id] of Object.entries(vocab as Record<string, unknown>)) {
-      if (!Number.isSafeInteger(id) || (id as number) < 0) throw new ModelError(`tokenizer.json in ${root}: token ${clip(JSON.stringify(token))} has id ${clip(String(JSON.stringify(id)))} in "model.vocab", not a non-negative integer; re-export it with save_pretrained`);
-    }
+    for (const [token, id] of Object.entries(vocab as Record<string, unknown>)) checkId(token, id, 'model.vocab');
+  }
+  if (Array.isArray(added)) {
+    for (const t of added) if (t && typeof t === 'object') checkId((t as { content?: unknown }).content, (t as { id?: unknown }).id, 'added_tokens');
   }
   const configFile = path.join(root, 'tokenizer_config.json');
   const configValue = fs.existsSync(configFile) ? readJson(configFile, root) : {};
