@@ -8,6 +8,7 @@ import type { ProviderChoice } from '../runtime/session';
 import { WorkerModel, type ForwardModel } from '../runtime/worker-client';
 import { readPackage, writePackage, type PackageDType } from '../titanize/package';
 import { choice, flag, int, intList, noExtraPositionals, num, positional, str } from './args';
+import { quantizationFromArgs, quantizationLabel, quantizeOptions } from './titanize-command';
 import { UsageError, type Command, type CommandContext } from './types';
 
 const PROVIDERS = ['auto', 'webgpu', 'cuda', 'cpu'] as const;
@@ -29,11 +30,12 @@ function outDir(ctx: CommandContext): string {
 
 export const convertCommand: Command = {
   name: 'convert',
-  usage: 'convert <hf-dir> --out <dir> [--dtype fp32|fp16] [--json]',
+  usage: 'convert <hf-dir> --out <dir> [--dtype fp32|fp16] [--quantize int4 [--quant-block B] [--quant-symmetric] [--quant-keep-head] [--quant-accuracy 0|1|4]] [--json]',
   summary: 'Convert a Hugging Face checkpoint folder into a self-contained Titan model package (base model).',
   options: {
     out: { type: 'string', help: 'package folder to write' },
     dtype: { type: 'string', help: 'weight precision in the package: fp32 (default) or fp16' },
+    ...quantizeOptions,
     json: { type: 'boolean', help: 'print the result as JSON' },
   },
   async run(ctx) {
@@ -41,13 +43,14 @@ export const convertCommand: Command = {
     noExtraPositionals(ctx, 1);
     const out = outDir(ctx);
     const dtype = choice<PackageDType>(ctx, 'dtype', ['fp32', 'fp16'], 'fp32');
+    const quantization = quantizationFromArgs(ctx);
     if (!fs.existsSync(source) || !fs.statSync(source).isDirectory()) throw new ModelError(`${source} is not a folder`);
     const t0 = performance.now();
-    const pkg = writePackage(source, out, { dtype, window: null, kind: 'base' });
+    const pkg = writePackage(source, out, { dtype, quantization: quantization ?? undefined, window: null, kind: 'base' });
     const seconds = (performance.now() - t0) / 1000;
     const bytes = fs.statSync(path.join(pkg.dir, 'weights.bin')).size;
-    if (flag(ctx, 'json')) process.stdout.write(JSON.stringify({ package: pkg.dir, kind: 'base', dtype, modelType: pkg.config.modelType, weightsBytes: bytes, seconds }) + '\n');
-    else process.stdout.write(`wrote ${pkg.dir} (${pkg.config.modelType}, ${dtype}, ${(bytes / 2 ** 20).toFixed(1)} MiB weights) in ${seconds.toFixed(1)} s\n`);
+    if (flag(ctx, 'json')) process.stdout.write(JSON.stringify({ package: pkg.dir, kind: 'base', dtype, quantization, modelType: pkg.config.modelType, weightsBytes: bytes, seconds }) + '\n');
+    else process.stdout.write(`wrote ${pkg.dir} (${pkg.config.modelType}, ${dtype}${quantizationLabel(quantization)}, ${(bytes / 2 ** 20).toFixed(1)} MiB weights) in ${seconds.toFixed(1)} s\n`);
   },
 };
 

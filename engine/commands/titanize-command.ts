@@ -2,6 +2,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ModelError } from '../model/errors';
+import { resolveQuantization, type PackageQuantization } from '../titanize/int4';
 import type { PackageDType } from '../titanize/package';
 import { OPERATOR_MODES, type Semantics, type TpttSettingsInput } from '../titanize/settings';
 import { titanize } from '../titanize/titanize';
@@ -31,6 +32,41 @@ export function settingsFromArgs(ctx: CommandContext): TpttSettingsInput {
   return input;
 }
 
+/** The quantization options of `titan convert` and `titan titanize`. */
+export const quantizeOptions = {
+  quantize: { type: 'string', help: 'int4: projection weights as 4-bit blocks, run by MatMulNBits (CPU; compute stays in --dtype)' },
+  'quant-block': { type: 'string', help: 'int4 block size along the input axis: 16 (default), 32, 64, 128 or 256' },
+  'quant-symmetric': { type: 'boolean', help: 'int4 with a scale per block only (default: scale and zero point)' },
+  'quant-keep-head': { type: 'boolean', help: 'keep the vocabulary projection in the package dtype (default: int4 too)' },
+  'quant-accuracy': { type: 'string', help: 'MatMulNBits accuracy_level: 4 (default: activations to int8 per block), 1 or 0 (fp32 activations)' },
+} as const;
+
+/** Reads --quantize and its companions; null when the package is not quantized. */
+export function quantizationFromArgs(ctx: CommandContext): PackageQuantization | null {
+  const method = str(ctx, 'quantize');
+  if (method === undefined) {
+    const stray = ['quant-block', 'quant-symmetric', 'quant-keep-head', 'quant-accuracy'].find((k) => ctx.values[k] !== undefined && ctx.values[k] !== false);
+    if (stray) throw new UsageError(`--${stray} needs --quantize int4`);
+    return null;
+  }
+  if (method !== 'int4') throw new UsageError(`--quantize must be int4, got "${method}"`);
+  const input: Partial<PackageQuantization> = { method };
+  if (str(ctx, 'quant-block') !== undefined) input.blockSize = int(ctx, 'quant-block', 0, 0);
+  if (str(ctx, 'quant-accuracy') !== undefined) input.accuracyLevel = int(ctx, 'quant-accuracy', 0, 0);
+  if (flag(ctx, 'quant-symmetric')) input.symmetric = true;
+  if (flag(ctx, 'quant-keep-head')) input.head = false;
+  try {
+    return resolveQuantization(input);
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+}
+
+/** "int4 (block 32, asymmetric, head)" for the one-line summaries. */
+export function quantizationLabel(q: PackageQuantization | null): string {
+  return q ? `, int4 weights (block ${q.blockSize}, ${q.symmetric ? 'symmetric' : 'asymmetric'}, ${q.head ? 'head int4' : 'head kept'}, accuracy ${q.accuracyLevel})` : '';
+}
+
 /** The option that sets each TPTT setting, for messages. */
 const CLI_OPTION_OF: Record<TrainedSettingKey, string> = {
   operator_mode: '--operator',
@@ -45,7 +81,7 @@ const CLI_OPTION_OF: Record<TrainedSettingKey, string> = {
 
 export const titanizeCommand: Command = {
   name: 'titanize',
-  usage: 'titanize <hf-dir> --out <dir> [--operator MODE] [--mag-weight μ] [--cross-gate] [--base-scale-attn] [--window W] [--chunk C] [--semantics exact|tptt-0.12] [--adapter DIR] [--dtype fp32|fp16] [--json]',
+  usage: 'titanize <hf-dir> --out <dir> [--operator MODE] [--mag-weight μ] [--cross-gate] [--base-scale-attn] [--window W] [--chunk C] [--semantics exact|tptt-0.12] [--adapter DIR] [--dtype fp32|fp16] [--quantize int4 [--quant-block B] [--quant-symmetric] [--quant-keep-head] [--quant-accuracy 0|1|4]] [--json]',
   summary: 'Convert a Hugging Face checkpoint into a Titan package: LiZA linear attention + Memory-as-Gate in every layer.',
   options: {
     out: { type: 'string', help: 'package folder to write' },
@@ -59,6 +95,7 @@ export const titanizeCommand: Command = {
     semantics: { type: 'string', help: 'exact (default: a true recurrence) or tptt-0.12 (the reference library, quirks included)' },
     adapter: { type: 'string', help: 'merge a TPTT/PEFT LoRA adapter folder into the projections; the TPTT settings its config.json records (titan align writes them) are used where no option is given' },
     dtype: { type: 'string', help: 'weight precision: fp32 (default) or fp16' },
+    ...quantizeOptions,
     json: { type: 'boolean', help: 'print the result as JSON' },
   },
   async run(ctx) {
@@ -67,6 +104,7 @@ export const titanizeCommand: Command = {
     const out = str(ctx, 'out');
     if (!out) throw new UsageError('missing --out <dir>');
     const dtype = choice<PackageDType>(ctx, 'dtype', ['fp32', 'fp16'], 'fp32');
+    const quantization = quantizationFromArgs(ctx);
     const input = settingsFromArgs(ctx);
     const adapterDir = str(ctx, 'adapter');
     let transformTensor: ((name: string, data: Float32Array, shape: number[]) => Float32Array) | undefined;
@@ -93,10 +131,10 @@ export const titanizeCommand: Command = {
       }
     }
     const t0 = performance.now();
-    const { pkg, settings } = titanize(source, out, input, { dtype, transformTensor, adapter: adapterIdentity });
+    const { pkg, settings } = titanize(source, out, input, { dtype, quantization, transformTensor, adapter: adapterIdentity });
     const seconds = (performance.now() - t0) / 1000;
     const bytes = fs.statSync(path.join(pkg.dir, 'weights.bin')).size;
-    if (flag(ctx, 'json')) process.stdout.write(JSON.stringify({ package: pkg.dir, kind: 'titan', dtype, tptt: settings, adapter: adapterInfo ?? null, weightsBytes: bytes, seconds }) + '\n');
-    else process.stdout.write(`wrote ${pkg.dir} (Titan ${settings.operator_mode}, μ ${settings.mag_weight}, window ${settings.max_self_attn_length ?? 'unbounded'}, chunk ${settings.max_chunk_size}, ${settings.semantics}, ${dtype}) in ${seconds.toFixed(1)} s\n`);
+    if (flag(ctx, 'json')) process.stdout.write(JSON.stringify({ package: pkg.dir, kind: 'titan', dtype, quantization, tptt: settings, adapter: adapterInfo ?? null, weightsBytes: bytes, seconds }) + '\n');
+    else process.stdout.write(`wrote ${pkg.dir} (Titan ${settings.operator_mode}, μ ${settings.mag_weight}, window ${settings.max_self_attn_length ?? 'unbounded'}, chunk ${settings.max_chunk_size}, ${settings.semantics}, ${dtype}${quantizationLabel(quantization)}) in ${seconds.toFixed(1)} s\n`);
   },
 };

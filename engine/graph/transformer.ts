@@ -11,10 +11,23 @@
 import type { ModelConfig } from '../model/config';
 import { ropeInverseFrequencies } from '../model/config';
 import type { ExternalTensor, GraphBuilder, Value } from './builder';
-import { add, cast, concat, dimOf, linear, matmul, mul, range, reshape, rmsNorm, rope, silu, slice, transpose, unsqueeze } from './ops';
+import { add, cast, concat, dimOf, linear, matMulNBits, matmul, mul, range, reshape, rmsNorm, rope, silu, slice, transpose, unsqueeze } from './ops';
 
 /** Name → location of every tensor in the package's weights file (see titanize/package-writer). */
 export type WeightTable = Record<string, ExternalTensor>;
+
+/**
+ * A projection weight `name` stored as 4-bit blocks (titanize/int4.ts) is three table entries in
+ * place of `name`: its codes, scales and (asymmetric) zero points.
+ */
+export const int4Names = (name: string) => ({ codes: `${name}.int4_codes`, scales: `${name}.int4_scales`, zeroPoints: `${name}.int4_zero_points` });
+
+/** How the graph runs the package's 4-bit projection weights (MatMulNBits attributes). */
+export interface Int4GraphSettings {
+  blockSize: number;
+  /** MatMulNBits accuracy_level: 0 = compute with x as given, 4 = x quantized to int8 per block (CPU). */
+  accuracyLevel: number;
+}
 
 /** What one layer's attention hands to an extension that mixes in another branch. */
 export interface AttentionContext {
@@ -55,6 +68,8 @@ export interface DecoderGraphOptions {
    * the KV window in half precision with norms, softmax and the recurrent state in float32.
    */
   compute?: 'float32' | 'float16';
+  /** Required when the weight table holds 4-bit projection weights (int4Names). */
+  int4?: Int4GraphSettings;
 }
 
 /** The package's projection weights: fused q/k/v, o, fused gate/up, down. */
@@ -72,9 +87,25 @@ export function buildDecoderGraph(g: GraphBuilder, config: ModelConfig, weights:
     if (!t) throw new Error(`weight table has no ${name}`);
     return g.weight(name, t);
   };
-  // Projection weights and biases in the activation dtype (fp16 packages store half precision).
-  const w = (name: string): Value => (stored(name) && weights[name].dtype === act ? stored(name) : cast(g, stored(name), act));
+  // Projection weights and biases in the activation dtype (fp16 packages store half precision); one
+  // Cast per weight, however often the graph reads it (o_proj serves both attention branches).
+  const inActDtype = new Map<string, Value>();
+  const w = (name: string): Value => {
+    let v = inActDtype.get(name);
+    if (!v) inActDtype.set(name, (v = weights[name]?.dtype === act ? stored(name) : cast(g, stored(name), act)));
+    return v;
+  };
   const opt = (name: string): Value | null => (weights[name] ? w(name) : null);
+  const has = (name: string): boolean => Boolean(weights[name] ?? weights[int4Names(name).codes]);
+  // y = x · Wᵀ (+ b) for a projection W [out, in] stored in full precision or as 4-bit blocks.
+  const dense = (x: Value, name: string, K: number, bias: Value | null): Value => {
+    const q = int4Names(name);
+    if (!weights[q.codes]) return linear(g, x, w(name), bias);
+    if (!options.int4) throw new Error(`weight ${name} is stored as int4 but the graph was given no int4 settings`);
+    const N = weights[q.codes].dims[0];
+    const y = matMulNBits(g, x, stored(q.codes), w(q.scales), weights[q.zeroPoints] ? stored(q.zeroPoints) : null, { K, N, ...options.int4 });
+    return bias ? add(g, y, bias) : y;
+  };
   // Norms always compute in float32 (their weights are stored float32).
   const norm = (x: Value, name: string): Value => {
     const weight = weights[name].dtype === 'float32' ? stored(name) : cast(g, stored(name), 'float32');
@@ -118,7 +149,7 @@ export function buildDecoderGraph(g: GraphBuilder, config: ModelConfig, weights:
       const project = (name: ProjectionName, input: Value, y: Value): Value => (options.projection ? options.projection(g, i, name, input, y) : y);
       // ── attention ──
       const attnIn = config.normPlacement === 'pre' ? norm(x, p + 'attn_norm') : x;
-      const qkv = project('qkv', attnIn, linear(g, attnIn, w(p + 'qkv'), opt(p + 'qkv_bias'))); // [T, (H+2Hk)·d]
+      const qkv = project('qkv', attnIn, dense(attnIn, p + 'qkv', C, opt(p + 'qkv_bias'))); // [T, (H+2Hk)·d]
       const [qRaw, kRaw, vRaw] = g.op('Split', [qkv, g.ints([H * d, Hk * d, Hk * d])], { axis: 1 }, 3);
       let q = qRaw;
       let k = kRaw;
@@ -148,9 +179,8 @@ export function buildDecoderGraph(g: GraphBuilder, config: ModelConfig, weights:
       const probs = inAct(g.op('Softmax', [scores], { axis: -1 }));
       const ctx = matmul(g, probs, unsqueeze(g, valuesAll, [1])); // [Hk, G, T, d]
       const heads = reshape(g, transpose(g, ctx, [2, 0, 1, 3]), [-1, H * d]); // [T, H·d]
-      const oW = w(p + 'o');
       const oB = opt(p + 'o_bias');
-      const oProj = (h: Value) => project('o', h, linear(g, h, oW, oB));
+      const oProj = (h: Value) => project('o', h, dense(h, p + 'o', H * d, oB));
       let attnOut = oProj(heads); // [T, C]
       if (options.extension) {
         attnOut = options.extension.mix(g, { layer: i, q: qRaw, k: kRaw, v: vRaw, softmaxOut: attnOut, oProj, newTokens, dtype: act });
@@ -172,10 +202,10 @@ export function buildDecoderGraph(g: GraphBuilder, config: ModelConfig, weights:
 
       // ── MLP (SwiGLU) ──
       const mlpIn = config.normPlacement === 'pre' ? norm(x, p + 'mlp_norm') : x;
-      const gateUp = project('gate_up', mlpIn, linear(g, mlpIn, w(p + 'gate_up'), opt(p + 'gate_up_bias'))); // [T, 2·I]
+      const gateUp = project('gate_up', mlpIn, dense(mlpIn, p + 'gate_up', C, opt(p + 'gate_up_bias'))); // [T, 2·I]
       const [gate, up] = g.op('Split', [gateUp, g.ints([config.intermediateSize, config.intermediateSize])], { axis: 1 }, 2);
       const hidden = mul(g, silu(g, gate), up); // [T, I]
-      let mlpOut = project('down', hidden, linear(g, hidden, w(p + 'down'), opt(p + 'down_bias'))); // [T, C]
+      let mlpOut = project('down', hidden, dense(hidden, p + 'down', config.intermediateSize, opt(p + 'down_bias'))); // [T, C]
       if (config.normPlacement === 'post') mlpOut = norm(mlpOut, p + 'post_mlp_norm');
       x = add(g, x, mlpOut);
     });
@@ -183,7 +213,6 @@ export function buildDecoderGraph(g: GraphBuilder, config: ModelConfig, weights:
 
   // Only the requested rows go through the (large) vocabulary projection.
   const rows = g.op('Gather', [norm(x, 'final_norm'), logitsRows], { axis: 0 }); // [K, C]
-  const logits = linear(g, rows, w(weights.lm_head ? 'lm_head' : 'embed')); // [K, V]
+  const logits = dense(rows, has('lm_head') ? 'lm_head' : 'embed', C, null); // [K, V]
   g.output(act === 'float32' ? logits : cast(g, logits, 'float32'), 'logits', 'float32', ['K', config.vocabSize]);
-  void C;
 }

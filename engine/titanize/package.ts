@@ -11,16 +11,20 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { GraphBuilder, type DType, type ExternalTensor } from '../graph/builder';
-import { buildDecoderGraph, type AttentionExtension, type WeightTable } from '../graph/transformer';
+import { buildDecoderGraph, int4Names, type AttentionExtension, type WeightTable } from '../graph/transformer';
 import { loadModelConfig, parseModelConfig, readJsonFile, type ModelConfig } from '../model/config';
 import { ModelError } from '../model/errors';
 import { Checkpoint, floatToHalf } from '../model/safetensors';
+import { quantizeInt4, type PackageQuantization } from './int4';
+
+export type { PackageQuantization } from './int4';
 
 export const PACKAGE_FORMAT = 'titan-package';
 export const PACKAGE_FORMAT_VERSION = 1;
 export const MANIFEST_FILE = 'titan-package.json';
 
 export type PackageDType = 'fp32' | 'fp16';
+
 
 export interface PackageManifest {
   format: typeof PACKAGE_FORMAT;
@@ -29,6 +33,8 @@ export interface PackageManifest {
   createdAt: string;
   source: { path: string; modelType: string; weightsSha256: string; config: Record<string, unknown> };
   dtype: PackageDType;
+  /** Present when projection weights are stored as 4-bit blocks. */
+  quantization?: PackageQuantization;
   /** Softmax window (max_self_attn_length); null = unbounded. */
   window: number | null;
   /** TPTT settings for Titan packages, under the reference library's field names. */
@@ -152,6 +158,7 @@ function expectedShape(config: ModelConfig, name: string): number[] | null {
 
 export interface WriteOptions {
   dtype: PackageDType;
+  quantization?: PackageQuantization;
   window: number | null;
   kind: 'base' | 'titan';
   tptt?: Record<string, unknown>;
@@ -216,8 +223,22 @@ export function writePackage(sourceDir: string, outDir: string, options: WriteOp
       const tensors: WeightTable = {};
       const fd = fs.openSync(path.join(tmp, 'weights.bin'), 'w');
       let offset = 0;
+      const store = (name: string, dtype: DType, dims: number[], bytes: Uint8Array) => {
+        // Page alignment lets onnxruntime map tensors from the file instead of copying them.
+        const pad = (4096 - (offset % 4096)) % 4096;
+        if (pad) fs.writeSync(fd, Buffer.alloc(pad), 0, pad, offset);
+        offset += pad;
+        fs.writeSync(fd, bytes, 0, bytes.length, offset);
+        tensors[name] = { dtype, dims, offset, length: bytes.length } satisfies ExternalTensor;
+        offset += bytes.length;
+      };
+      const q = options.quantization;
+      const quantized = q ? quantizedEntries(config, q) : new Set<string>();
+      // Tied embeddings: the vocabulary projection gets its own 4-bit copy (the lookup keeps the original).
+      const entries = q?.head && !layout.some((e) => e.name === 'lm_head') ? [...layout, { name: 'lm_head', sources: ['model.embed_tokens.weight'], keepFloat32: false }] : layout;
+      const bytesOf = (a: Float32Array | Uint8Array) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
       try {
-        layout.forEach((e, idx) => {
+        entries.forEach((e, idx) => {
           const parts = e.sources.map((s) => {
             const data = ck.readFloat32(s);
             return options.transformTensor ? options.transformTensor(s, data, ck.info(s).shape) : data;
@@ -225,27 +246,31 @@ export function writePackage(sourceDir: string, outDir: string, options: WriteOp
           const shape0 = ck.info(e.sources[0]).shape;
           const rows = e.sources.reduce((a, s) => a + ck.info(s).shape[0], 0);
           const dims = shape0.length === 1 ? [rows] : [rows, ...shape0.slice(1)];
-          const dtype: DType = options.dtype === 'fp16' && !e.keepFloat32 ? 'float16' : 'float32';
           const count = parts.reduce((a, p) => a + p.length, 0);
-          const bytes = dtype === 'float32' ? count * 4 : count * 2;
-          const buf = Buffer.allocUnsafe(bytes);
-          let at = 0;
-          for (const p of parts) {
-            if (dtype === 'float32') {
-              Buffer.from(p.buffer, p.byteOffset, p.byteLength).copy(buf, at);
-              at += p.byteLength;
-            } else {
-              for (let j = 0; j < p.length; j++, at += 2) buf.writeUInt16LE(floatToHalf(p[j]), at);
+          if (quantized.has(e.name)) {
+            const all = new Float32Array(count);
+            parts.reduce((at, p) => (all.set(p, at), at + p.length), 0);
+            const w4 = quantizeInt4(all, dims[0], dims[1], q!.blockSize, q!.symmetric);
+            const names = int4Names(e.name);
+            const kBlocks = w4.scales.length / w4.N;
+            store(names.codes, 'uint8', [w4.N, kBlocks, w4.blockSize / 2], w4.codes);
+            store(names.scales, 'float32', [w4.N, kBlocks], bytesOf(w4.scales));
+            if (w4.zeroPoints) store(names.zeroPoints, 'uint8', [w4.N, w4.zeroPoints.length / w4.N], w4.zeroPoints);
+          } else {
+            const dtype: DType = options.dtype === 'fp16' && !e.keepFloat32 ? 'float16' : 'float32';
+            const buf = Buffer.allocUnsafe(dtype === 'float32' ? count * 4 : count * 2);
+            let at = 0;
+            for (const p of parts) {
+              if (dtype === 'float32') {
+                Buffer.from(p.buffer, p.byteOffset, p.byteLength).copy(buf, at);
+                at += p.byteLength;
+              } else {
+                for (let j = 0; j < p.length; j++, at += 2) buf.writeUInt16LE(floatToHalf(p[j]), at);
+              }
             }
+            store(e.name, dtype, dims, buf);
           }
-          // Page alignment lets onnxruntime map tensors from the file instead of copying them.
-          const pad = (4096 - (offset % 4096)) % 4096;
-          if (pad) fs.writeSync(fd, Buffer.alloc(pad), 0, pad, offset);
-          offset += pad;
-          fs.writeSync(fd, buf, 0, buf.length, offset);
-          tensors[e.name] = { dtype, dims, offset, length: bytes } satisfies ExternalTensor;
-          offset += bytes;
-          options.onProgress?.(idx + 1, layout.length);
+          options.onProgress?.(idx + 1, entries.length);
         });
       } finally {
         fs.closeSync(fd);
@@ -256,7 +281,8 @@ export function writePackage(sourceDir: string, outDir: string, options: WriteOp
       const graphs: PackageManifest['graphs'] = { decoder: 'decoder.onnx' };
       const emit = (file: string, mode: 'segment' | 'step', compute: 'float32' | 'float16') => {
         const g = new GraphBuilder(`titan-${mode}-${compute}`, 'weights.bin');
-        buildDecoderGraph(g, config, tensors, { window: options.window, extension: options.extension?.(config, mode), compute });
+        const int4 = q ? { blockSize: q.blockSize, accuracyLevel: q.accuracyLevel } : undefined;
+        buildDecoderGraph(g, config, tensors, { window: options.window, extension: options.extension?.(config, mode), compute, int4 });
         fs.writeFileSync(path.join(tmp, file), g.toBytes({ 'titan.kind': options.kind, 'titan.compute': compute }));
       };
       emit(graphs.decoder, 'segment', 'float32');
@@ -281,6 +307,7 @@ export function writePackage(sourceDir: string, outDir: string, options: WriteOp
         createdAt: new Date().toISOString(),
         source: { path: source, modelType: config.modelType, weightsSha256: hashWeights(ck), config: config.raw },
         dtype: options.dtype,
+        ...(q ? { quantization: q } : {}),
         window: options.window,
         ...(options.tptt ? { tptt: options.tptt } : {}),
         ...(options.adapter ? { adapter: { sha256: options.adapter.sha256 } } : {}),
@@ -310,6 +337,14 @@ export function writePackage(sourceDir: string, outDir: string, options: WriteOp
   } finally {
     ck.close();
   }
+}
+
+/** The table entries a quantized package stores as 4-bit blocks: every projection, and the head when asked. */
+function quantizedEntries(config: ModelConfig, q: PackageQuantization): Set<string> {
+  const names = new Set<string>();
+  for (let i = 0; i < config.numLayers; i++) for (const p of ['qkv', 'o', 'gate_up', 'down']) names.add(`layers.${i}.${p}`);
+  if (q.head) names.add('lm_head');
+  return names;
 }
 
 /**

@@ -4,11 +4,13 @@ import * as fs from 'node:fs';
 import { loadModelConfig } from '../model/config';
 import { ModelError } from '../model/errors';
 import { LizaExtension, runCapacity } from './liza';
-import { writePackage, type LoadedPackage, type PackageDType } from './package';
+import { writePackage, type LoadedPackage, type PackageDType, type PackageQuantization } from './package';
 import { resolveTpttSettings, type TpttSettings, type TpttSettingsInput } from './settings';
 
 export interface TitanizeOptions {
   dtype?: PackageDType;
+  /** Projection weights as 4-bit blocks (null/absent: the package dtype). */
+  quantization?: PackageQuantization | null;
   /** Called with (done, total) weight tensors written. */
   onProgress?: (done: number, total: number) => void;
   /** Rewrites source tensors before they are stored (adapter merging). */
@@ -23,6 +25,7 @@ export function titanize(sourceDir: string, outDir: string, input: TpttSettingsI
   const settings = resolveTpttSettings(input, config.headDim);
   const pkg = writePackage(sourceDir, outDir, {
     dtype: options.dtype ?? 'fp32',
+    quantization: options.quantization ?? undefined,
     window: settings.max_self_attn_length,
     kind: 'titan',
     tptt: { ...settings } as unknown as Record<string, unknown>,
