@@ -3,7 +3,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
-import { StopRequest, type ConversionSettings } from '../protocol/engine';
+import { StopRequest, type AlignSettings, type ConversionSettings } from '../protocol/engine';
+import { AlignPanel } from './align-panel';
 import type { AskOutcome } from './chat-view';
 import type { Ctx } from './context';
 import { TitanizePanel } from './titanize-panel';
@@ -66,6 +67,36 @@ export const COMMANDS: Record<string, CommandSpec> = {
       const source = arg instanceof vscode.Uri ? arg.fsPath : typeof arg === 'string' ? arg : await pickSource(ctx);
       if (!source) return undefined;
       TitanizePanel.show(ctx, source, sourceLabel(ctx, source));
+      return undefined;
+    },
+  },
+  /**
+   * No argument: the Align panel for the model in use. A package path (string or Uri): the panel for it.
+   * `{ package, settings, resume?, select? }`: align without the panel and resolve to
+   * { path, name, steps, before, after } (for tests and scripts; path null when no merged model was written).
+   */
+  'titan.alignModel': {
+    needsEngine: true,
+    enabled: (ctx) => async (arg?: unknown) => {
+      if (arg && typeof arg === 'object' && !(arg instanceof vscode.Uri) && 'package' in arg) {
+        const { package: pkg, settings, resume, select } = arg as { package: string; settings?: AlignSettings; resume?: boolean; select?: boolean };
+        const r = await ctx.align(pkg, settings ?? {}, { resume, select });
+        return { path: r.model?.path ?? null, name: r.model?.name ?? null, steps: r.steps.done, before: r.validation.before, after: r.validation.after };
+      }
+      if (!ctx.hasFolder) {
+        void vscode.window.showInformationMessage('Titan: open a folder first; alignment trains the model on the workspace’s code.');
+        return undefined;
+      }
+      let pkg = arg instanceof vscode.Uri ? arg.fsPath : typeof arg === 'string' ? arg : undefined;
+      if (!pkg) {
+        await ctx.ready();
+        pkg = (await ctx.engineStatus())?.model?.path;
+      }
+      if (!pkg) {
+        void vscode.window.showWarningMessage('Titan: no model is open to align; select one first (Titan: Select Model…).');
+        return undefined;
+      }
+      AlignPanel.show(ctx, pkg, path.basename(pkg));
       return undefined;
     },
   },

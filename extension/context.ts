@@ -3,6 +3,8 @@
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import {
+  AlignProgress,
+  AlignRequest,
   ConfigureProgress,
   ConfigureRequest,
   ListModelsRequest,
@@ -11,6 +13,9 @@ import {
   TitanizeProgress,
   TitanizeRequest,
   UpdateMemoryRequest,
+  type AlignProgressValue,
+  type AlignResult,
+  type AlignSettings,
   type ConversionSettings,
   type EngineStatus,
   type MemoryStatsInfo,
@@ -268,7 +273,65 @@ export class Ctx implements vscode.Disposable {
     await this.refreshModels();
     if (options.select !== false) {
       await this.config.setModelPath(result.model.path);
-      void vscode.window.showInformationMessage(`Titan: ${result.model.name} is ready and now in use (${result.model.summary}).`, 'Open Chat').then((pick) => {
+      const offers = this.hasFolder ? ['Open Chat', 'Align on This Workspace…'] : ['Open Chat'];
+      void vscode.window.showInformationMessage(`Titan: ${result.model.name} is ready and now in use (${result.model.summary}).`, ...offers).then((pick) => {
+        if (pick === 'Open Chat') void this.chat.reveal(true);
+        if (pick === 'Align on This Workspace…') void vscode.commands.executeCommand('titan.alignModel', result.model.path);
+      });
+    }
+    return result;
+  }
+
+  /**
+   * Aligns `packagePath` on the workspace folders' code, with a cancellable progress notification (step,
+   * loss, tokens/s, ETA); registers the merged package and offers to switch to it.
+   */
+  async align(packagePath: string, settings: AlignSettings, options: { token?: vscode.CancellationToken; onProgress?: (value: AlignProgressValue) => void; resume?: boolean; select?: boolean } = {}): Promise<AlignResult> {
+    const workspaces = this.workspaceFolders();
+    if (workspaces.length === 0) throw new Error('open a folder first: alignment trains on the workspace’s code');
+    await this.client.ensureRunning();
+    const name = path.basename(packagePath);
+    const result = await vscode.window.withProgress(
+      { location: vscode.ProgressLocation.Notification, title: `Titan: aligning ${name} on ${workspaces.map((w) => w.name ?? path.basename(w.path)).join(', ')}`, cancellable: true },
+      async (report, token) => {
+        const cts = new vscode.CancellationTokenSource();
+        const subs = [token.onCancellationRequested(() => cts.cancel()), options.token?.onCancellationRequested(() => cts.cancel())];
+        let shown = 0;
+        const progress = await this.client.progress(AlignProgress, (p) => {
+          options.onProgress?.(p);
+          if (p.kind === 'stage') report.report({ message: p.message });
+          else if (p.kind === 'step') {
+            const pct = p.totalSteps > 0 ? (100 * p.step) / p.totalSteps : 0;
+            const loss = p.loss === null ? 'overflow' : p.loss.toFixed(3);
+            report.report({ message: `step ${p.step}/${p.totalSteps} · loss ${loss} · ${compactCount(p.tokensPerSecond)} tok/s · ETA ${formatEta(p.eta) || '–'}`, increment: Math.max(0, pct - shown) });
+            shown = Math.max(shown, pct);
+          }
+        });
+        try {
+          return await this.client.request(
+            AlignRequest,
+            { packageDir: packagePath, workspaces, exclude: this.config.memoryExclude, settings, resume: options.resume, provider: this.config.executionProvider, threads: this.config.threads, progressToken: progress.token },
+            cts.token,
+          );
+        } finally {
+          progress.dispose();
+          subs.forEach((s) => s?.dispose());
+          cts.dispose();
+        }
+      },
+    );
+    const loss = result.validation.before !== null && result.validation.after !== null ? `validation loss ${result.validation.before.toFixed(3)} → ${result.validation.after.toFixed(3)}` : 'no validation';
+    this.log.info(`aligned ${packagePath}: ${result.steps.done} steps in ${result.seconds.toFixed(1)} s, ${loss}; ${result.model ? `model ${result.model.path}` : 'no merged package'}; run ${result.out}`);
+    if (!result.model) {
+      void vscode.window.showWarningMessage(`Titan: ${name} was aligned (${loss}) but no merged model was written: ${result.notes[0] ?? 'see the log'}. The adapter is in ${result.adapter}.`);
+      return result;
+    }
+    await this.remember(RECENT_MODELS_KEY, result.model.path);
+    await this.refreshModels();
+    if (options.select) await this.config.setModelPath(result.model.path);
+    else {
+      void vscode.window.showInformationMessage(`Titan: ${result.model.name} is ready (${loss}). Switch to it?`, 'Use Aligned Model', 'Open Chat').then(async (pick) => {
+        if (pick === 'Use Aligned Model') await this.config.setModelPath(result.model!.path);
         if (pick === 'Open Chat') void this.chat.reveal(true);
       });
     }

@@ -75,6 +75,9 @@ export class TitanizePanel implements vscode.Disposable {
       case 'openChat':
         await this.ctx.chat.reveal(true);
         return;
+      case 'align':
+        await vscode.commands.executeCommand('titan.alignModel', msg.path);
+        return;
     }
   }
 

@@ -4,7 +4,7 @@
 import * as crypto from 'node:crypto';
 import * as vscode from 'vscode';
 
-export type WebviewKind = 'chat' | 'titanize';
+export type WebviewKind = 'chat' | 'titanize' | 'align';
 
 export function webviewResourceRoots(extensionUri: vscode.Uri): vscode.Uri[] {
   return [vscode.Uri.joinPath(extensionUri, 'dist', 'webview'), vscode.Uri.joinPath(extensionUri, 'media', 'webview')];

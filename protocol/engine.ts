@@ -216,10 +216,14 @@ export const ValidateAlignSettingsParamsSchema = v.object({
   settings: AlignSettingsSchema,
   /** The package to align, for checks that need it (a μ schedule needs a Titan package). */
   packageDir: v.optional(v.string()),
+  /** The workspace folders it would train on: is there a cancelled run of the two to resume? */
+  workspaces: v.optional(v.array(v.string())),
 });
 export type ValidateAlignSettingsParams = v.InferOutput<typeof ValidateAlignSettingsParamsSchema>;
 export interface ValidateAlignSettingsResult {
   errors: AlignFieldError[];
+  /** A cancelled run of this package on these folders left a checkpoint (AlignParams.resume continues it). */
+  resumable: boolean;
 }
 export const ValidateAlignSettingsRequest = new RequestType<ValidateAlignSettingsParams, ValidateAlignSettingsResult, void>('titan/validateAlignSettings');
 

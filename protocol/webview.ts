@@ -167,10 +167,9 @@ export const HostToAlignSchema = v.variant('type', [
     /** The folders the model trains on, for the heading. */
     workspaceLabel: Text(2000),
     defaults: AlignDefaultsSchema,
-    /** A cancelled run of this package on these folders left a checkpoint. */
-    resumable: v.boolean(),
   }),
-  v.object({ type: v.literal('validation'), id: Id, errors: v.array(AlignFieldErrorSchema) }),
+  /** resumable: a cancelled run of this package on these folders left a checkpoint. */
+  v.object({ type: v.literal('validation'), id: Id, errors: v.array(AlignFieldErrorSchema), resumable: v.boolean() }),
   v.object({ type: v.literal('progress'), value: AlignProgressSchema }),
   v.object({
     type: v.literal('done'),

@@ -201,7 +201,12 @@ export function startTitanize(root: HTMLElement, host: HostApi<TitanizeToHost, u
           result.hidden = false;
           const openChat = button('open-chat', 'Open Chat');
           openChat.addEventListener('click', () => host.post({ type: 'openChat' }));
-          result.replaceChildren(el('p', 'success', `${msg.model} is ready and now in use.`), el('p', 'source-path', msg.path), openChat);
+          // The paper's recipe is inject, then align: offered here, on the open workspace's code.
+          const align = button('align-workspace', 'Align on This Workspace…', { appearance: 'secondary', title: 'LoRA fine-tuning on this workspace, so the model learns to use its memory' });
+          align.addEventListener('click', () => host.post({ type: 'align', path: msg.path }));
+          const actions = el('div', 'buttons');
+          actions.append(openChat, align);
+          result.replaceChildren(el('p', 'success', `${msg.model} is ready and now in use.`), el('p', 'source-path', msg.path), actions);
           return;
         }
         case 'failed':

@@ -147,7 +147,10 @@ export class EngineServer {
     this.request(ListModelsRequest, ListModelsParamsSchema, async (p) => this.requireCatalog().list(p.extraPaths ?? []));
     this.request(ValidateSettingsRequest, ValidateSettingsParamsSchema, async (p) => ({ errors: validateForm(p.settings, p.source) }));
     this.request(TitanizeRequest, TitanizeParamsSchema, async (p, token) => this.titanize(p, token));
-    this.request(ValidateAlignSettingsRequest, ValidateAlignSettingsParamsSchema, async (p) => ({ errors: validateAlignForm(p.settings, p.packageDir) }));
+    this.request(ValidateAlignSettingsRequest, ValidateAlignSettingsParamsSchema, async (p) => ({
+      errors: validateAlignForm(p.settings, p.packageDir),
+      resumable: !!p.packageDir && !!p.workspaces?.length && hasCheckpoint(this.requireCatalog().alignmentRunDir(p.packageDir, p.workspaces)),
+    }));
     this.request(AlignRequest, AlignParamsSchema, async (p, token) => this.align(p, token));
     this.request(UpdateMemoryRequest, UpdateMemoryParamsSchema, async (p, token) => this.updateMemory(p, token));
     this.request(AskRequest, AskParamsSchema, async (p, token) => this.ask(p, token));

@@ -141,12 +141,15 @@ describe('alignment through the engine server', () => {
     assert.ok(stoppedAt >= 1 && stoppedAt < 5, `stopped after step ${stoppedAt}`);
     const models = await rpc.sendRequest(P.ListModelsRequest, {});
     assert.ok(!models.some((m) => m.name === 'pkg-aligned-ws-2'), 'a cancelled run registers no model');
+    const check = () => rpc.sendRequest(P.ValidateAlignSettingsRequest, { packageDir: pkg, workspaces: [ws], settings: {} });
+    assert.equal((await check()).resumable, true, 'the cancelled run can be resumed');
 
     const resumed = align({ settings: { ...QUICK, steps: 5 }, resume: true });
     const result = await resumed.request;
     assert.equal(result.steps.done, 5);
     assert.ok(result.steps.resumedFrom !== null && result.steps.resumedFrom >= 1, JSON.stringify(result.steps));
     assert.equal(result.model?.name, 'pkg-aligned-ws-2', 'an earlier alignment keeps its name');
+    assert.equal((await check()).resumable, false, 'a finished run leaves nothing to resume');
     const nothing = await rejection((align({ resume: true })).request);
     assert.match(nothing.message, /no cancelled alignment of pkg on ws to resume/);
   });
