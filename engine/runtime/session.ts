@@ -326,6 +326,8 @@ export class ModelRunner {
     // A merged adapter changes the weights but not the source's hash. Only then is it added, so the
     // keys (and saved memories) of packages without one stay as they were.
     if (m.adapter) parts.push({ adapter: m.adapter.sha256 });
+    // int4 weights compute other numbers from the same source weights (added likewise, only when present).
+    if (m.quantization) parts.push({ quantization: m.quantization });
     return crypto.createHash('sha256').update(JSON.stringify(parts)).digest('hex').slice(0, 32);
   }
 

@@ -214,6 +214,8 @@ export async function align(options: AlignOptions): Promise<AlignReport> {
   checkOptions(options);
   const emit = (e: AlignEvent) => options.onEvent?.(e);
   const pkg: LoadedPackage = readPackage(options.packageDir);
+  // LoRA trains beside full-precision projections (and merges into them); 4-bit blocks have no gradient path.
+  if (pkg.manifest.quantization) throw new ModelError(`${pkg.dir} has int4 weights; align a package without --quantize and quantize the merged result (titan titanize --adapter DIR --quantize int4)`);
   const out = path.resolve(options.out);
   if (path.resolve(pkg.dir) === out || out.startsWith(path.resolve(pkg.dir) + path.sep)) throw new ModelError(`--out ${out} is inside the package being aligned; choose a folder outside it`);
   if (fs.existsSync(out) && !fs.statSync(out).isDirectory()) throw new ModelError(`--out ${out} exists and is not a folder`);
