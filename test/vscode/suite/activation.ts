@@ -5,6 +5,7 @@ import { EXTENSION_ID, activeExtension } from './util';
 
 const CONTRACT_COMMANDS = [
   'titan.titanizeModel',
+  'titan.alignModel',
   'titan.openChat',
   'titan.askWorkspace',
   'titan.rebuildMemory',

@@ -24,6 +24,7 @@ export async function run(): Promise<void> {
   await import('./engine');
   await import('./ask');
   await import('./memory');
+  await import('./align');
 
   const started = Date.now();
   const results: Result[] = [];

@@ -8,6 +8,8 @@ export interface EngineInfo {
   pid: number | null;
   restarts: number;
   model: string | null;
+  /** The open package's folder. */
+  modelPath?: string | null;
   provider: string | null;
   memory: { position: number; files: number; fresh: boolean; updating?: boolean; error?: string | null } | null;
   /** Operations in flight in the engine, e.g. ["ask"]. */
