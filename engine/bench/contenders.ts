@@ -45,6 +45,18 @@ export function defaultContenders(windows: readonly number[]): ContenderSpec[] {
   ];
 }
 
+/**
+ * `--int4`: beside each package contender the bench makes, its twin with int4 projection weights
+ * (`<id>-int4`, the same command plus `--quantize int4`), measured in the same run.
+ */
+export function int4Twins(specs: readonly ContenderSpec[]): ContenderSpec[] {
+  return specs.flatMap((spec) => {
+    if (spec.engine !== 'package' || !('cli' in spec.make) || spec.make.cli.includes('--quantize')) return [spec];
+    const twin: ContenderSpec = { ...spec, id: `${spec.id}-int4`, label: `${spec.label}, int4 weights`, make: { cli: [...spec.make.cli, '--quantize', 'int4'] } };
+    return [spec, twin];
+  });
+}
+
 function splitId(arg: string, option: string): [string, string] {
   const eq = arg.indexOf('=');
   if (eq < 1) throw new ModelError(`--${option} takes id=…, got "${arg}"`);

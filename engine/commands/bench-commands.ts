@@ -1,7 +1,7 @@
 // titan perplexity · titan bench
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { defaultContenders, parsePackage, parseVariant, type ContenderSpec } from '../bench/contenders';
+import { defaultContenders, int4Twins, parsePackage, parseVariant, type ContenderSpec } from '../bench/contenders';
 import { readTextFile, streamPerplexity, tokenizeTextFile, type PerplexityResult } from '../bench/perplexity';
 import { formatTable, writeReports } from '../bench/report';
 import { formatContext, parseContext, REPORT_VERSION, runBench, type BenchReport } from '../bench/run';
@@ -86,7 +86,7 @@ function commandLine(ctx: CommandContext): string {
 
 export const benchCommand: Command = {
   name: 'bench',
-  usage: 'bench [--model <hf-dir> | --synthetic llama-1b --out-model DIR] [--contexts 1k,4k,16k,64k] [--window 512,1024] [--provider P] [--dtype fp32|fp16] [--quick] [--json] [--out DIR]',
+  usage: 'bench [--model <hf-dir> | --synthetic llama-1b --out-model DIR] [--contexts 1k,4k,16k,64k] [--window 512,1024] [--provider P] [--dtype fp32|fp16] [--int4] [--only ids] [--quick] [--json] [--out DIR]',
   summary: 'Benchmark Titan packages against full attention and transformers.js: prefill, decode and memory against context length.',
   options: {
     model: { type: 'string', help: 'Hugging Face checkpoint to make every contender from (default: the bundled demo model)' },
@@ -98,6 +98,7 @@ export const benchCommand: Command = {
     only: { type: 'string', help: 'run only these contender ids, comma-separated (e.g. titan-w512,base)' },
     variant: { type: 'string', multiple: true, help: 'another contender made by a titan command, e.g. "titan-int4=titanize --window 512 --quantize int4" (repeatable)' },
     package: { type: 'string', multiple: true, help: 'another contender from a prebuilt package: id=DIR (repeatable)' },
+    int4: { type: 'boolean', help: 'also an int4-weight twin of every package contender the bench makes (id-int4: its command + --quantize int4)' },
     provider: providerOption,
     threads: threadsOption,
     dtype: { type: 'string', help: 'weight precision of the packages and the export: fp32 (default) or fp16' },
@@ -161,6 +162,7 @@ export const benchCommand: Command = {
       return Number(w);
     });
     let contenders: ContenderSpec[] = [...defaultContenders(windows), ...list(ctx, 'variant').map(parseVariant), ...list(ctx, 'package').map(parsePackage)];
+    if (flag(ctx, 'int4')) contenders = int4Twins(contenders);
     const only = str(ctx, 'only');
     if (only !== undefined) {
       const wanted = only.split(',').map((s) => s.trim());
