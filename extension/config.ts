@@ -25,6 +25,8 @@ export const DEFAULTS = {
   'memory.autoBuild': true,
   'memory.maxFileKB': 1024,
   'memory.storageCapMB': 1024,
+  'memory.maxFiles': 100_000,
+  'memory.maxTokens': 32 * 1024 * 1024,
   'memory.exclude': [] as string[],
   'retrieval.enabled': true,
   'engine.threads': 0,
@@ -37,7 +39,7 @@ export type SettingKey = keyof typeof DEFAULTS;
 const PROVIDERS: readonly ProviderChoice[] = ['auto', 'webgpu', 'cuda', 'cpu'];
 
 /** Settings whose change needs the engine reconfigured (model reopened, memory reopened). */
-const ENGINE_KEYS: readonly SettingKey[] = ['executionProvider', 'engine.threads', 'model.path', 'memory.exclude', 'memory.maxFileKB', 'memory.storageCapMB'];
+const ENGINE_KEYS: readonly SettingKey[] = ['executionProvider', 'engine.threads', 'model.path', 'memory.exclude', 'memory.maxFileKB', 'memory.storageCapMB', 'memory.maxFiles', 'memory.maxTokens'];
 
 export class TitanConfig {
   constructor(
@@ -100,6 +102,14 @@ export class TitanConfig {
     return Math.round(this.num('memory.storageCapMB', 1, 1024 * 1024) * 1024 * 1024);
   }
 
+  get maxFiles(): number {
+    return this.num('memory.maxFiles', 1, Number.MAX_SAFE_INTEGER, true);
+  }
+
+  get maxStreamTokens(): number {
+    return this.num('memory.maxTokens', 1, Number.MAX_SAFE_INTEGER, true);
+  }
+
   get memoryExclude(): string[] {
     const v = this.value('memory.exclude');
     return Array.isArray(v) ? v.filter((g): g is string => typeof g === 'string' && g.trim() !== '') : [];
@@ -140,6 +150,8 @@ export class TitanConfig {
       memoryStorageDir,
       maxFileBytes: this.maxFileBytes,
       storageCapBytes: this.storageCapBytes,
+      maxFiles: this.maxFiles,
+      maxStreamTokens: this.maxStreamTokens,
     };
   }
 

@@ -156,6 +156,9 @@ export const ConfigureParamsSchema = v.object({
   memoryStorageDir: v.nullable(v.string()),
   maxFileBytes: v.pipe(v.number(), v.minValue(1)),
   storageCapBytes: v.pipe(v.number(), v.minValue(1)),
+  /** Caps of engine/limits.ts; absent = the engine's defaults. */
+  maxFiles: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1))),
+  maxStreamTokens: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1))),
   progressToken: v.optional(Token),
 });
 export type ConfigureParams = v.InferOutput<typeof ConfigureParamsSchema>;

@@ -8,6 +8,8 @@ import { providerOption, threadsOption } from './model-commands';
 import { UsageError, type Command, type CommandContext } from './types';
 
 const PROVIDERS = ['auto', 'webgpu', 'cuda', 'cpu'] as const;
+/** Skipped files the text report names one by one. */
+const SKIPS_LISTED = 50;
 
 /** Where the CLI keeps a workspace's memory unless told otherwise (git-ignored: it writes its own .gitignore). */
 export function defaultStorageDir(firstWorkspace: string): string {
@@ -91,7 +93,9 @@ function printStats(s: MemoryStats): void {
   const lines = [
     `files read:        ${s.filesRead}${s.filesFed !== s.filesRead ? ` (${s.filesFed} fed by this update)` : ''}`,
     `files skipped:     ${s.filesSkipped.length}${byReason.size ? ` (${[...byReason].map(([r, n]) => `${n} ${r}`).join(', ')})` : ''}`,
-    ...s.filesSkipped.map((f) => `  ${f.path}: ${f.reason} (${f.detail})`),
+    // A huge workspace skips thousands of files: the first ones name the reasons well enough.
+    ...s.filesSkipped.slice(0, SKIPS_LISTED).map((f) => `  ${f.path}: ${f.reason} (${f.detail})`),
+    ...(s.filesSkipped.length > SKIPS_LISTED ? [`  … and ${s.filesSkipped.length - SKIPS_LISTED} more (--json lists them all)`] : []),
     `tokens ingested:   ${s.tokensIngested}`,
     `tokens re-read:    ${s.tokensReread}${s.restoredFromCheckpoint ? ` (resumed from the checkpoint at ${s.resumedFrom})` : ' (no usable checkpoint: read from the start)'}`,
     `state bytes:       ${s.stateBytes} (${mib(s.stateBytes)})`,

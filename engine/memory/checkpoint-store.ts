@@ -164,9 +164,9 @@ function writeFailure(dir: string, what: string, e: unknown): Error {
   const detail = String((e as Error).message ?? e).split('\n')[0];
   if (FULL_DISK_CODES.has(code)) {
     const why = code === 'EROFS' ? 'the file system is read-only' : code === 'EDQUOT' ? 'the disk quota is used up' : code === 'EFBIG' ? 'the file is larger than the file system allows' : 'no space left on the device';
-    return new StorageFullError(`cannot save ${what} in ${dir}: ${why} (${code}); free some space or choose another storage folder, then run the update again: it resumes from the last checkpoint saved`);
+    return new StorageFullError(`cannot save ${what} in ${dir}: ${why} (${code}); free some space or choose another storage folder, then run the update again: it resumes from the last checkpoint saved`, { cause: e });
   }
-  return new ModelError(`cannot save ${what} in ${dir}: ${detail}`);
+  return new ModelError(`cannot save ${what} in ${dir}: ${detail}`, { cause: e });
 }
 
 async function exists(p: string): Promise<boolean> {
@@ -327,6 +327,18 @@ export class CheckpointStore {
    * total stays under the cap by thinning the oldest part of the stream first.
    */
   async save(blob: Uint8Array, at: { position: number; files: number; offset: number }, chain: readonly ChainFile[], complete: boolean): Promise<CheckpointEntry> {
+    try {
+      return await this.saveOnce(blob, at, chain, complete);
+    } catch (e) {
+      // The folder vanished between the check and the write (deleted mid-write): once more, anew.
+      if ((e as Error).cause && ((e as Error).cause as NodeJS.ErrnoException).code === 'ENOENT' && !(await exists(path.join(this.dir, MANIFEST_FILE)))) {
+        return this.saveOnce(blob, at, chain, complete);
+      }
+      throw e;
+    }
+  }
+
+  private async saveOnce(blob: Uint8Array, at: { position: number; files: number; offset: number }, chain: readonly ChainFile[], complete: boolean): Promise<CheckpointEntry> {
     const prefixes = chainPrefixes(this.options.streamKey, chain.slice(0, at.files + (at.offset > 0 ? 1 : 0)));
     const entry: CheckpointEntry = {
       file: `state-${String(at.position).padStart(12, '0')}.bin`,
@@ -388,7 +400,12 @@ export class CheckpointStore {
     this.m.files = chain.map((f) => ({ ...f }));
     this.m.complete = true;
     this.m.lastUpdate = new Date().toISOString();
-    await this.writeManifest();
+    try {
+      await this.writeManifest();
+    } catch (e) {
+      // The folder was deleted: nothing to mark; the caller's recovery saves the state it holds.
+      if (await exists(this.dir)) throw e;
+    }
   }
 
   async close(): Promise<void> {

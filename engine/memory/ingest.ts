@@ -216,7 +216,7 @@ export async function ingest(ctx: IngestContext, files: readonly WorkspaceFile[]
   else await store.markComplete(chain);
   emit('ingest', true);
   const limitReached = leftOut > 0
-    ? `the memory stream reached its cap of ${ctx.maxStreamTokens} tokens (titan.memory.maxTokens, --max-tokens): the ${leftOut} newest files are left out of the memory (retrieval still finds them)`
+    ? `the memory stream reached its cap of ${ctx.maxStreamTokens} tokens (titan.memory.maxTokens, --max-tokens): ${leftOut === 1 ? 'the newest file is' : `the ${leftOut} newest files are`} left out of the memory (retrieval still finds them)`
     : null;
   return { position, chain, filesFed, tokensFed, skipped, limitReached, cancelled: false, seconds: busySeconds };
 }

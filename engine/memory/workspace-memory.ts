@@ -328,6 +328,8 @@ export class WorkspaceMemory {
         }, discovery.files, start);
         if (outcome.limitReached) notice(outcome.limitReached);
         for (const n of this.store.takeNotices()) notice(n);
+        // Deleted after the update's last write: the state it ends in goes back on disk now.
+        if (!outcome.cancelled) await this.recoverStorage(notice);
         const seconds = (performance.now() - t0) / 1000;
         const stats: MemoryStats = {
           filesRead: outcome.chain.length,
@@ -380,10 +382,12 @@ export class WorkspaceMemory {
   private async recoverStorage(notice: (message: string) => void): Promise<void> {
     const recovered = await this.store.recoverIfDeleted();
     if (!recovered) return;
-    const held = recovered.lost.checkpoints.find((c) => c.position === this.memoryPosition);
+    const { checkpoints, files, complete } = recovered.lost;
+    const held = checkpoints.find((c) => c.position === this.memoryPosition);
     if (this.memoryBlob && held && this.memoryPosition > 0) {
-      const chain = recovered.lost.files.slice(0, held.files + (held.offset > 0 ? 1 : 0));
-      await this.store.save(this.memoryBlob, { position: held.position, files: held.files, offset: held.offset }, chain, false);
+      const last = held === checkpoints[checkpoints.length - 1];
+      const chain = last && complete ? files : files.slice(0, held.files + (held.offset > 0 ? 1 : 0));
+      await this.store.save(this.memoryBlob, { position: held.position, files: held.files, offset: held.offset }, chain, last && complete);
       this.store.takeNotices();
       notice(`${recovered.notice}; the memory's state at token ${held.position} was saved into it again`);
     } else {

@@ -53,6 +53,8 @@ export class ModelSession {
             threads: p.threads,
             maxFileBytes: p.maxFileBytes,
             storageCapBytes: p.storageCapBytes,
+            maxFiles: p.maxFiles,
+            maxStreamTokens: p.maxStreamTokens,
             onNotice: (message) => log.warn(`memory: ${message}`),
           });
           this.memory = new Host(backend, this.onChange);

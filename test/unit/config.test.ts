@@ -75,10 +75,12 @@ describe('TitanConfig', () => {
   });
 
   it('builds the engine configuration', () => {
-    const c = configOf({ 'memory.exclude': ['**/fixtures/**'], 'engine.threads': 2 });
+    const c = configOf({ 'memory.exclude': ['**/fixtures/**'], 'engine.threads': 2, 'memory.maxFiles': 5000, 'memory.maxTokens': 0 });
     const ws = [{ path: '/w', name: 'w', exclude: { '**/node_modules': true } }];
     assert.deepEqual(c.engineParams(ws, '/storage/memory'), {
       modelPath: null, provider: 'auto', threads: 2, workspaces: ws, exclude: ['**/fixtures/**'], memoryStorageDir: '/storage/memory', maxFileBytes: 1024 * 1024, storageCapBytes: 1024 * 1024 * 1024,
+      // A cap below 1 is out of bounds: the default instead.
+      maxFiles: 5000, maxStreamTokens: 32 * 1024 * 1024,
     });
   });
 
