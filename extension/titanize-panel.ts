@@ -13,6 +13,8 @@ export class TitanizePanel implements vscode.Disposable {
   static readonly viewType = 'titan.titanize';
   private static readonly open = new Map<string, TitanizePanel>();
   private cts: vscode.CancellationTokenSource | null = null;
+  /** The package this form wrote: the only one its "Align on This Workspace…" may open. */
+  private converted: string | null = null;
   private readonly disposables: vscode.Disposable[] = [];
 
   static show(ctx: Ctx, source: string, label: string): TitanizePanel {
@@ -76,6 +78,7 @@ export class TitanizePanel implements vscode.Disposable {
         await this.ctx.chat.reveal(true);
         return;
       case 'align':
+        if (msg.path !== this.converted) return this.ctx.log.warn(`titanize form: refused to align ${msg.path}, which this form did not write`);
         await vscode.commands.executeCommand('titan.alignModel', msg.path);
         return;
     }
@@ -90,6 +93,7 @@ export class TitanizePanel implements vscode.Disposable {
         token: cts.token,
         onProgress: (done, total, message) => this.post({ type: 'progress', done, total, message }),
       });
+      this.converted = result.model.path;
       this.post({ type: 'done', id, model: result.model.name, path: result.model.path, seconds: result.seconds });
     } catch (e) {
       if (e instanceof EngineRequestError && e.cancelled) this.post({ type: 'cancelled', id });
