@@ -6,9 +6,9 @@
 // state cannot be read back from the device, the call fails with one line, and the next one runs on
 // the CPU from whatever state its caller loads (a question loads the memory's state anyway).
 import { ModelError } from '../model/errors';
-import { halfToFloat } from '../model/safetensors';
+import { floatToHalf, halfToFloat } from '../model/safetensors';
 import { ModelRunner, type RunnerOptions } from './session';
-import { decodeState, encodeState } from './state-blob';
+import { decodeState, encodeState, type StateTensor } from './state-blob';
 
 function errorLine(e: unknown): string {
   return String((e as Error)?.message ?? e).split('\n')[0].slice(0, 300);
@@ -63,7 +63,7 @@ export async function forwardWithFallback(
     const cpu = await cpuRunner(runner.pkg.dir, options, why);
     swap(cpu);
     if (!blob) throw new ModelError(`execution provider ${why}; the model now runs on the CPU, but the state of this request was lost with the device: run it again`);
-    cpu.loadState(stateForCpu(blob));
+    cpu.loadState(stateForRunner(cpu, blob));
     if (rows.some((r) => r < done)) {
       throw new ModelError(`execution provider ${why}; the model now runs on the CPU, but logits this request needed were lost with the device: run it again`);
     }
@@ -71,16 +71,37 @@ export async function forwardWithFallback(
   }
 }
 
-/** A state blob as `runner` takes it: CPU graphs compute in float32, so half-precision tensors (from an fp16 GPU graph) are widened. */
+/**
+ * A state blob in the precision `runner`'s graphs take: a state saved from an fp16 GPU graph is
+ * widened for the CPU's float32 graphs (after a fallback, or when the memory was built on the GPU),
+ * and one saved on the CPU is narrowed for the GPU's fp16 graphs (the next session after a fallback).
+ */
 export function stateForRunner(runner: ModelRunner, blob: Uint8Array): Uint8Array {
-  return runner.provider.provider === 'cpu' ? stateForCpu(blob) : blob;
-}
-
-function stateForCpu(blob: Uint8Array): Uint8Array {
+  const types = runner.stateTypes;
+  const differs = (t: Pick<StateTensor, 'name' | 'dtype'>) => (types.get(t.name) === 'float16' ? 'float16' : 'float32') !== t.dtype;
+  // The header alone says whether anything needs converting (the usual case: nothing, no decoding).
+  const listed = tensorTypes(blob);
+  if (!listed || !listed.some(differs)) return blob;
   const snap = decodeState(blob);
-  if (!snap.tensors.some((t) => t.dtype === 'float16')) return blob;
   return encodeState({
     ...snap,
-    tensors: snap.tensors.map((t) => (t.dtype === 'float16' ? { ...t, dtype: 'float32' as const, data: Float32Array.from(t.data as Uint16Array, halfToFloat) } : t)),
+    tensors: snap.tensors.map((t) => {
+      if (!differs(t)) return t;
+      return t.dtype === 'float16'
+        ? { ...t, dtype: 'float32' as const, data: Float32Array.from(t.data as Uint16Array, halfToFloat) }
+        : { ...t, dtype: 'float16' as const, data: Uint16Array.from(t.data as Float32Array, floatToHalf) };
+    }),
   });
+}
+
+/** The tensor table of a state blob's header (state-blob.ts), or null when it is not one: loadState then says why. */
+function tensorTypes(blob: Uint8Array): { name: string; dtype: StateTensor['dtype'] }[] | null {
+  try {
+    const buf = Buffer.from(blob.buffer, blob.byteOffset, blob.byteLength);
+    if (buf.subarray(0, 8).toString('latin1') !== 'TITANST1') return null;
+    const header = JSON.parse(buf.subarray(12, 12 + buf.readUInt32LE(8)).toString('utf8')) as { tensors?: { name: string; dtype?: StateTensor['dtype'] }[] };
+    return Array.isArray(header.tensors) ? header.tensors.map((t) => ({ name: t.name, dtype: t.dtype ?? 'float32' })) : null;
+  } catch {
+    return null;
+  }
 }

@@ -259,6 +259,11 @@ export class ModelRunner {
     return this.download !== null;
   }
 
+  /** The element type each state input takes: float32, or float16 in the fp16 graphs GPU providers run. */
+  get stateTypes(): ReadonlyMap<string, string> {
+    return new Map(this.stateInputs.map((s) => [s.name, s.type]));
+  }
+
   /** Device buffers are freed only by dispose(): the state they held is released once replaced. */
   private replaceState(next: RunState): void {
     const kept = new Set(next.values());

@@ -8,7 +8,10 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, it } from 'node:test';
+import { decodeState } from '../../engine/runtime/state-blob';
+import { titanize } from '../../engine/titanize/titanize';
 import * as P from '../../protocol/engine';
+import { writeRandomCheckpoint } from '../helpers/checkpoint';
 import { memoryDirIn } from '../helpers/workspace';
 import { configureEngine, startEngine } from './engine-process';
 import { checkStorage, finalDifference, memoryReference, type MemoryReference } from './memory-reference';
@@ -132,6 +135,77 @@ it('a GPU provider that fails mid-ingestion and mid-answer: the work goes on on 
       assert.ok(next.result.answer.length > 0);
       assert.equal(next.result.answer, next.streamed);
       Object.assign(figures, { 'answer: fragments streamed': fragments, 'answer tokens': result.stats.answerTokens, 'GPU runs refused': injected(logFile, 'run') });
+    } finally {
+      await second.close();
+    }
+  });
+});
+
+it('fp16 package: a GPU failure mid-answer widens the half-precision state for the CPU, and the next GPU session takes the CPU\'s float32 checkpoints', { skip, timeout: 300_000 }, async () => {
+  await tracked(FILE, {
+    section: 'fault',
+    name: 'GPU provider fails mid-answer (fp16 package)',
+    injected: 'engine server on WebGPU running a package\'s fp16 graphs; every WebGPU run throws from the first streamed fragment; then a file edit re-read on the CPU; then a fresh engine on WebGPU',
+    expected: 'the answer finishes on the CPU from the half-precision state (widened to float32); the next question and the update run on the CPU (float32 checkpoints); a fresh WebGPU engine restores those checkpoints (narrowed to float16) without re-reading, and answers',
+  }, async (figures) => {
+    const hf = path.join(tmp, 'fp16-hf');
+    await writeRandomCheckpoint(hf, { arch: 'llama', hiddenSize: 64, numLayers: 2, seed: 1, chatTemplate: 'inline', tokenizer: 'tiny' });
+    const { pkg } = titanize(hf, path.join(tmp, 'fp16-pkg'), { max_self_attn_length: 64, max_chunk_size: 16 }, { dtype: 'fp16' });
+    const ws = path.join(tmp, 'fp16-ws');
+    fs.cpSync(ref.ws, ws, { recursive: true, preserveTimestamps: true });
+    const storage = path.join(tmp, 'fp16-storage');
+    const globalStorageDir = path.join(tmp, 'global');
+    const logFile = path.join(tmp, 'fp16.jsonl');
+    const trigger = path.join(tmp, 'lose-device-fp16');
+    const first = startEngine({ preload: [PRELOAD], env: { TITAN_FAULT_GPU: 'trigger', TITAN_FAULT_GPU_TRIGGER: trigger, TITAN_FAULT_LOG: logFile } });
+    let total = 0;
+    try {
+      const status = await configureEngine(first, { globalStorageDir, pkg: pkg.dir, ws, storage, provider: 'webgpu' });
+      assert.equal(status.provider?.provider, 'webgpu');
+      total = (await first.rpc.sendRequest(P.UpdateMemoryRequest, {})).tokensIngested;
+      const progressToken = 'answer';
+      let fragments = 0;
+      let streamed = '';
+      const sub = first.rpc.onProgress(P.AskProgress, progressToken, ({ text }) => {
+        streamed += text;
+        if (fragments++ === 0) fs.writeFileSync(trigger, '');
+      });
+      const result = await first.rpc.sendRequest(P.AskRequest, { question: 'what does fetchWithRetry return?', maxNewTokens: 32, temperature: 0, progressToken });
+      sub.dispose();
+      assert.ok(injected(logFile, 'run') >= 1, 'no run failed during the answer');
+      assert.ok(fragments >= 2, `the answer stopped after the fault (${fragments} fragment)`);
+      assert.equal(result.answer, streamed);
+      assert.equal((await first.rpc.sendRequest(P.StatusRequest)).provider?.provider, 'cpu');
+      // The memory's fp16 checkpoint state, into the CPU's float32 graphs.
+      const next = await first.ask('where is retryDelay computed?');
+      assert.ok(next.result.answer.length > 0);
+      // An edit: the tail is re-read on the CPU and checkpointed in float32.
+      const edited = path.join(ws, 'src', 'net', 'file00003.ts');
+      fs.appendFileSync(edited, 'export const edited = 1;\n');
+      const update = await first.rpc.sendRequest(P.UpdateMemoryRequest, {});
+      assert.equal(update.restoredFromCheckpoint, true);
+      assert.ok(update.tokensReread > 0 && update.tokensReread < update.tokensIngested);
+      total = update.tokensIngested;
+      figures['answer fragments'] = fragments;
+    } finally {
+      await first.close();
+    }
+    const last = JSON.parse(fs.readFileSync(path.join(memoryDirIn(storage), 'manifest.json'), 'utf8')) as { checkpoints: { file: string }[] };
+    const lastState = decodeState(fs.readFileSync(path.join(memoryDirIn(storage), last.checkpoints[last.checkpoints.length - 1].file)));
+    assert.ok(lastState.tensors.every((t) => t.dtype === 'float32'), 'the CPU-written checkpoint is not float32');
+
+    const second = startEngine();
+    try {
+      const status = await configureEngine(second, { globalStorageDir, pkg: pkg.dir, ws, storage, provider: 'webgpu' });
+      assert.equal(status.provider?.provider, 'webgpu');
+      assert.equal(status.provider?.fallback, undefined);
+      const stats = await second.rpc.sendRequest(P.UpdateMemoryRequest, {});
+      assert.equal(stats.restoredFromCheckpoint, true);
+      assert.equal(stats.tokensReread, 0);
+      assert.equal(stats.tokensIngested, total);
+      const { result } = await second.ask('where is retryDelay computed?');
+      assert.ok(result.answer.length > 0);
+      figures['tokens in memory'] = total;
     } finally {
       await second.close();
     }
