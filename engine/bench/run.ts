@@ -257,7 +257,7 @@ export function computeRatios(contenders: { id: string; role: string }[], result
 }
 
 /** The issue's CPU acceptance figures, evaluated where this run measured them. */
-export function computeChecks(contenders: { id: string; role: string; window: number | null }[], results: BenchCell[], ratios: BenchRatio[]): BenchCheck[] {
+export function computeChecks(contenders: { id: string; role: string; window: number | null }[], results: BenchCell[], ratios: BenchRatio[], quality: BenchReport['quality'] = []): BenchCheck[] {
   const titan = contenders.find((c) => c.role === 'titan' && c.window === 512) ?? contenders.find((c) => c.role === 'titan');
   const base = contenders.find((c) => c.role === 'full-attention');
   const tjs = contenders.find((c) => c.role === 'transformers-js');
@@ -278,6 +278,21 @@ export function computeChecks(contenders: { id: string; role: string; window: nu
   const at1k = find(results, titan.id, 1024)?.peakRssBytes;
   const at64k = find(results, titan.id, 65536)?.peakRssBytes;
   checks.push(check(`${titan.id} peak memory at 64k ÷ at 1k`, at1k && at64k ? at64k / at1k : null, 1.1, false));
+  // int4 twins (`--int4`: id-int4 beside id): decode ≥ 2× the fp twin's speed, perplexity within 3 %.
+  for (const q of contenders.filter((c) => c.id.endsWith('-int4'))) {
+    const twin = contenders.find((c) => c.id === q.id.slice(0, -'-int4'.length));
+    if (!twin) continue;
+    for (const context of [...new Set(results.map((r) => r.context))].sort((a, b) => a - b)) {
+      const a = find(results, twin.id, context);
+      const b = find(results, q.id, context);
+      if (!a || !b) continue;
+      checks.push(check(`${q.id} decode speed-up over ${twin.id} at ${formatContext(context)}`, a.decodeMsPerToken && b.decodeMsPerToken ? a.decodeMsPerToken / b.decodeMsPerToken : null, 2));
+      checks.push(check(`${q.id} decode speed-up over ${twin.id} at ${formatContext(context)}, CPU time`, a.decodeCpuMsPerToken && b.decodeCpuMsPerToken ? a.decodeCpuMsPerToken / b.decodeCpuMsPerToken : null, 2));
+    }
+    const pa = quality.find((r) => r.contender === twin.id)?.perplexity;
+    const pb = quality.find((r) => r.contender === q.id)?.perplexity;
+    checks.push(check(`${q.id} perplexity ÷ ${twin.id}'s`, pa && pb ? pb / pa : null, 1.03, false));
+  }
   return checks;
 }
 
@@ -333,7 +348,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
       contenders,
       results: [...results],
       ratios,
-      checks: computeChecks(contenders, results, ratios),
+      checks: computeChecks(contenders, results, ratios, quality),
       quality: [...quality],
       notes: options.notes ?? [],
       complete,
