@@ -20,7 +20,7 @@ export const DEFAULTS = {
   'conversion.window': 512,
   'conversion.chunk': 64,
   'conversion.semantics': 'exact' as 'exact' | 'tptt-0.12',
-  'conversion.dtype': 'fp32' as 'fp32' | 'fp16',
+  'conversion.dtype': 'fp32' as 'fp32' | 'fp16' | 'int4',
   'conversion.crossGate': false,
   'memory.autoBuild': true,
   'memory.maxFileKB': 1024,
@@ -133,7 +133,7 @@ export class TitanConfig {
       window: window === null || window === 0 ? null : this.num('conversion.window', 1, 1 << 24, true),
       chunk: this.num('conversion.chunk', 1, 512, true),
       semantics: this.choice('conversion.semantics', ['exact', 'tptt-0.12'] as const),
-      dtype: this.choice('conversion.dtype', ['fp32', 'fp16'] as const),
+      dtype: this.choice('conversion.dtype', ['fp32', 'fp16', 'int4'] as const),
       crossGate: this.bool('conversion.crossGate'),
       adapter: '',
     };

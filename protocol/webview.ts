@@ -112,7 +112,7 @@ export const FormDefaultsSchema = v.object({
   window: v.nullable(v.number()),
   chunk: v.number(),
   semantics: v.picklist(['exact', 'tptt-0.12']),
-  dtype: v.picklist(['fp32', 'fp16']),
+  dtype: v.picklist(['fp32', 'fp16', 'int4']),
   crossGate: v.boolean(),
   adapter: v.string(),
 });

@@ -23,7 +23,7 @@ const HELP: Record<SettingsField, string> = {
   window: 'Softmax window W in tokens (max_self_attn_length); empty = unbounded.',
   chunk: 'Tokens per chunk of the linear branch (max_chunk_size), at most 512.',
   semantics: 'exact: a true recurrence; tptt-0.12: the reference library, quirks included.',
-  dtype: 'Weight precision of the package.',
+  dtype: 'Weight precision of the package (int4: 4-bit projection weights, fastest decode on the CPU).',
   crossGate: 'Add the product of the two weighted branches.',
   adapter: 'Optional LoRA adapter folder merged into the projections.',
 };
@@ -65,7 +65,7 @@ export function startTitanize(root: HTMLElement, host: HostApi<TitanizeToHost, u
       window: textField('window', { value: d.window === null ? '' : String(d.window), placeholder: 'unbounded', label: LABELS.window }),
       chunk: textField('chunk', { value: String(d.chunk), label: LABELS.chunk }),
       semantics: dropdown('semantics', [{ value: 'exact', label: 'exact' }, { value: 'tptt-0.12', label: 'tptt-0.12' }], d.semantics, LABELS.semantics),
-      dtype: dropdown('dtype', [{ value: 'fp32', label: 'fp32' }, { value: 'fp16', label: 'fp16' }], d.dtype, LABELS.dtype),
+      dtype: dropdown('dtype', [{ value: 'fp32', label: 'fp32' }, { value: 'fp16', label: 'fp16' }, { value: 'int4', label: 'int4 weights (CPU)' }], d.dtype, LABELS.dtype),
       crossGate: checkbox('cross-gate', 'Add the cross gate', d.crossGate),
       adapter: textField('adapter', { value: d.adapter, placeholder: 'none', label: LABELS.adapter }),
     } satisfies Record<SettingsField, ValueControl | CheckControl>;

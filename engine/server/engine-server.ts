@@ -299,11 +299,11 @@ export class EngineServer {
       throw new ResponseError(EngineErrorCodes.ModelError, errors.map((e) => e.message).join('; '), { errors });
     }
     const form = readForm(p.settings);
-    const out = p.out ? path.resolve(p.out) : path.join(catalog.modelsDir, packageNameFor(p.source, form.input, form.dtype, form.adapter));
+    const out = p.out ? path.resolve(p.out) : path.join(catalog.modelsDir, packageNameFor(p.source, form.input, form.quantization ? 'int4' : form.dtype, form.adapter));
     return this.ops.run('titanize', token, async (signal) => {
       log.info(`titanize ${p.source} → ${out}`);
       const r = await runTitanizeJob(
-        { source: path.resolve(p.source), out, input: form.input, dtype: form.dtype, adapter: form.adapter },
+        { source: path.resolve(p.source), out, input: form.input, dtype: form.dtype, quantization: form.quantization, adapter: form.adapter },
         {
           signal,
           onProgress: (done, total, message) => {

@@ -18,8 +18,8 @@ export function describePackage(pkg: LoadedPackage, demo: boolean): ModelInfo {
   const t = (m.tptt ?? {}) as Record<string, unknown>;
   const summary =
     m.kind === 'titan'
-      ? `${t.operator_mode ?? '?'} μ ${t.mag_weight ?? '?'} · window ${t.max_self_attn_length ?? 'unbounded'} · chunk ${t.max_chunk_size ?? '?'} · ${t.semantics ?? 'exact'} · ${m.dtype}`
-      : `base model · window ${m.window ?? 'unbounded'} · ${m.dtype}`;
+      ? `${t.operator_mode ?? '?'} μ ${t.mag_weight ?? '?'} · window ${t.max_self_attn_length ?? 'unbounded'} · chunk ${t.max_chunk_size ?? '?'} · ${t.semantics ?? 'exact'} · ${m.quantization ? 'int4' : m.dtype}`
+      : `base model · window ${m.window ?? 'unbounded'} · ${m.quantization ? 'int4' : m.dtype}`;
   return {
     path: pkg.dir,
     name: path.basename(pkg.dir),

@@ -5,7 +5,8 @@ import * as path from 'node:path';
 import type { ConversionSettings, FieldError, SettingsField } from '../../protocol/settings';
 import { loadModelConfig } from '../model/config';
 import { ModelError } from '../model/errors';
-import type { PackageDType } from '../titanize/package';
+import { INT4_DEFAULTS } from '../titanize/int4';
+import type { PackageDType, PackageQuantization } from '../titanize/package';
 import { adapterTrainedSettings, withTrainedSettings, type TrainedSettingKey } from '../titanize/adapter';
 import { validateTpttSettings, type TpttSettingsInput } from '../titanize/settings';
 
@@ -24,6 +25,8 @@ const FORM_FIELD_OF: Record<TrainedSettingKey, [SettingsField | null, string]> =
 export interface ResolvedForm {
   input: TpttSettingsInput;
   dtype: PackageDType;
+  /** Precision "int4": fp32 compute with int4 projection weights (the CLI's --quantize int4 defaults). */
+  quantization: PackageQuantization | null;
   /** Adapter folder to merge, or null. */
   adapter: string | null;
   /** Problems found while reading the form itself (types the validator cannot see). */
@@ -55,16 +58,18 @@ export function readForm(form: ConversionSettings): ResolvedForm {
     else errors.push({ field: 'crossGate', message: `cross gate must be on or off, got ${JSON.stringify(form.crossGate)}` });
   }
   let dtype: PackageDType = 'fp32';
+  let quantization: PackageQuantization | null = null;
   if (!blank(form.dtype)) {
     if (form.dtype === 'fp32' || form.dtype === 'fp16') dtype = form.dtype;
-    else errors.push({ field: 'dtype', message: `precision must be fp32 or fp16, got ${JSON.stringify(form.dtype)}` });
+    else if (form.dtype === 'int4') quantization = INT4_DEFAULTS;
+    else errors.push({ field: 'dtype', message: `precision must be fp32 or fp16 (or int4: 4-bit projection weights), got ${JSON.stringify(form.dtype)}` });
   }
   let adapter: string | null = null;
   if (!blank(form.adapter)) {
     if (typeof form.adapter !== 'string') errors.push({ field: 'adapter', message: 'the adapter must be a folder path' });
     else adapter = form.adapter.trim();
   }
-  return { input, dtype, adapter, errors };
+  return { input, dtype, quantization, adapter, errors };
 }
 
 /** Which form field a validateTpttSettings message is about (its messages start with the field's name). */

@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { CancelledError } from '../runtime/generate';
 import { ModelError } from '../model/errors';
-import type { PackageDType } from '../titanize/package';
+import type { PackageDType, PackageQuantization } from '../titanize/package';
 import type { TpttSettingsInput } from '../titanize/settings';
 import type { TitanizeJobInput, TitanizeWorkerMessage } from './titanize-worker';
 import { startWorker } from '../runtime/start-worker';
@@ -13,6 +13,8 @@ export interface TitanizeJob {
   out: string;
   input: TpttSettingsInput;
   dtype: PackageDType;
+  /** int4 projection weights (the form's precision "int4"), or null/absent. */
+  quantization?: PackageQuantization | null;
   adapter: string | null;
 }
 

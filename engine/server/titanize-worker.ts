@@ -5,7 +5,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parentPort, workerData } from 'node:worker_threads';
-import type { PackageDType } from '../titanize/package';
+import type { PackageDType, PackageQuantization } from '../titanize/package';
 import type { TpttSettingsInput } from '../titanize/settings';
 import { titanize } from '../titanize/titanize';
 
@@ -14,6 +14,8 @@ export interface TitanizeJobInput {
   out: string;
   input: TpttSettingsInput;
   dtype: PackageDType;
+  /** int4 projection weights, or null/absent for the package dtype. */
+  quantization?: PackageQuantization | null;
   adapter: string | null;
   /** Int32Array over a SharedArrayBuffer: [0] becomes 1 to cancel. */
   cancelFlag: SharedArrayBuffer;
@@ -50,6 +52,7 @@ async function main(job: TitanizeJobInput): Promise<void> {
     let last = 0;
     const { pkg } = titanize(job.source, job.out, input, {
       dtype: job.dtype,
+      quantization: job.quantization ?? null,
       transformTensor,
       adapter: adapterIdentity,
       onProgress: (done, total) => {

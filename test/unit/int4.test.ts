@@ -2,7 +2,8 @@
 // block, and error properties against a textbook round-to-nearest written here independently.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { dequantizeInt4, quantizeInt4, resolveQuantization, validateQuantization } from '../../engine/titanize/int4';
+import { readForm } from '../../engine/server/settings-form';
+import { dequantizeInt4, INT4_DEFAULTS, quantizeInt4, resolveQuantization, validateQuantization } from '../../engine/titanize/int4';
 import { seededRandom } from '../../engine/util/random';
 
 /** Roughly normal weights with a few outliers, like a trained projection's rows. */
@@ -108,5 +109,12 @@ describe('int4 quantizer', () => {
     assert.equal(errors.length, 3, errors.join('\n'));
     assert.throws(() => resolveQuantization({ blockSize: 8 }), /invalid quantization: quantization block size/);
     assert.deepEqual(resolveQuantization({}), { method: 'int4', blockSize: 16, symmetric: false, head: true, accuracyLevel: 4 });
+  });
+
+  it('the Titanize form\'s precision "int4" means fp32 compute with the CLI\'s int4 defaults', () => {
+    const int4 = readForm({ dtype: 'int4' });
+    assert.deepEqual([int4.dtype, int4.quantization, int4.errors], ['fp32', INT4_DEFAULTS, []]);
+    assert.equal(readForm({ dtype: 'fp16' }).quantization, null);
+    assert.match(readForm({ dtype: 'int3' }).errors[0].message, /precision must be fp32 or fp16 \(or int4: 4-bit projection weights\), got "int3"/);
   });
 });
