@@ -45,7 +45,7 @@ export const streamCommand: Command = {
     peak: { type: 'boolean', help: "also measure the provider's fp16 (GPU) or fp32 (CPU) matmul throughput" },
     provider: providerOption,
     threads: threadsOption,
-    'state-on-device': { type: 'boolean', help: 'WebGPU: keep the run state in device memory between runs' },
+    'host-state': { type: 'boolean', help: 'WebGPU: copy the run state through host memory every run (the default keeps it on the device), for comparison' },
     'dispatch-batch': { type: 'string', help: 'WebGPU: kernels recorded per command-buffer submit (1–4096; onnxruntime default 16)' },
     json: { type: 'boolean', help: 'print the report as JSON' },
     out: { type: 'string', help: 'also write the JSON report to this file' },
@@ -65,7 +65,7 @@ export const streamCommand: Command = {
     const provider = choice<ProviderChoice>(ctx, 'provider', ['auto', 'webgpu', 'cuda', 'cpu'], 'auto');
     const threads = int(ctx, 'threads', 0, 0) || undefined;
     const dispatchBatch = str(ctx, 'dispatch-batch') === undefined ? undefined : int(ctx, 'dispatch-batch', 16, 1);
-    const model = await WorkerModel.open(dir, { provider, threads, profilePrefix: str(ctx, 'profile'), stateOnDevice: flag(ctx, 'state-on-device'), dispatchBatch });
+    const model = await WorkerModel.open(dir, { provider, threads, profilePrefix: str(ctx, 'profile'), stateOnDevice: !flag(ctx, 'host-state'), dispatchBatch });
     const log = (line: string) => process.stderr.write(line + '\n');
     try {
       const V = model.pkg.config.vocabSize;
@@ -144,7 +144,7 @@ export const streamCommand: Command = {
         modelTflops: (sustained * flopPerToken) / 1e12,
         fractionOfMatmulPeak: peak ? (sustained * flopPerToken) / 1e12 / peak.tflops : null,
         idleDeviceMiB: idle,
-        stateOnDevice: flag(ctx, 'state-on-device'),
+        stateOnDevice: !flag(ctx, 'host-state') && model.provider.provider === 'webgpu',
         dispatchBatch: dispatchBatch ?? null,
         // Run state copied between host and device memory per prefill call (0 on the CPU provider).
         stateBytesCopiedPerSegment: segments ? segmentBytesCopied / segments : 0,

@@ -42,6 +42,7 @@ export interface RunnerOptions {
   /**
    * WebGPU: keep the run state (recurrent state and softmax window) in device memory from one run to
    * the next instead of copying it to the host and back every run; it crosses only when saved.
+   * Default true: on the H200 it made decode 2.7× and prefill 1.6× faster (bench/gpu/README.md).
    */
   stateOnDevice?: boolean;
   /**
@@ -227,7 +228,8 @@ export class ModelRunner {
     const graphs = pkg.manifest.graphs;
     const pick = (ep: string, fp32: string | undefined, fp16: string | undefined) => (ep !== 'cpu' && fp16 ? fp16 : fp32);
     const fileFor = (ep: string) => path.join(pkg.dir, pick(ep, graphs.decoder, graphs.decoderFp16)!);
-    const deviceOutputs = (file: string) => (options.stateOnDevice ? graphOutputNames(file).filter((n) => n !== 'logits') : undefined);
+    const stateOnDevice = options.stateOnDevice ?? true;
+    const deviceOutputs = (file: string) => (stateOnDevice ? graphOutputNames(file).filter((n) => n !== 'logits') : undefined);
     const { session, report } = await createSession(fileFor, options.provider ?? 'auto', options.threads, options.profilePrefix, { dispatchBatch: options.dispatchBatch, deviceOutputs: deviceOutputs(fileFor('webgpu')) });
     const meta = session.inputMetadata as readonly { name: string; isTensor: boolean; type?: string; shape?: readonly (number | string)[] }[];
     const stateInputs = meta
@@ -240,7 +242,7 @@ export class ModelRunner {
       const file = path.join(pkg.dir, stepFile);
       step = (await createSession(() => file, report.provider, options.threads, options.profilePrefix && `${options.profilePrefix}-step`, { dispatchBatch: options.dispatchBatch, deviceOutputs: deviceOutputs(file) })).session;
     }
-    const download = options.stateOnDevice && report.provider === 'webgpu' ? await openDownloadSession(stateInputs) : null;
+    const download = stateOnDevice && report.provider === 'webgpu' ? await openDownloadSession(stateInputs) : null;
     return new ModelRunner(pkg, session, report, stateInputs, { call_start: names.has('call_start'), stream_position: names.has('stream_position') }, step, download);
   }
 

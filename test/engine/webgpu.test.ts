@@ -87,8 +87,8 @@ test('WebGPU: state kept in device memory between runs gives the same logits and
     const ckpt = await writeRandomCheckpoint(path.join(dir, 'hf'), { arch: 'llama', seed: 11 });
     const out = path.join(dir, 'titan');
     titanize(ckpt.dir, out, { operator_mode: 'delta_rule', max_self_attn_length: 16, max_chunk_size: 8 }, { dtype: 'fp16' });
-    const host = await ModelRunner.open(out, { provider: 'webgpu' });
-    const device = await ModelRunner.open(out, { provider: 'webgpu', stateOnDevice: true, dispatchBatch: 256 });
+    const host = await ModelRunner.open(out, { provider: 'webgpu', stateOnDevice: false });
+    const device = await ModelRunner.open(out, { provider: 'webgpu', dispatchBatch: 256 });
     try {
       assert.equal(host.stateOnDevice, false);
       assert.equal(device.stateOnDevice, true);
