@@ -7,6 +7,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { loadModelConfig, type ModelConfig } from '../../engine/model/config';
+import { ModelError } from '../../engine/model/errors';
 import { Checkpoint, floatToHalf, halfToFloat } from '../../engine/model/safetensors';
 import { floatToBfloat16, writeSafetensors, writeSafetensorsSync, writeShardedSafetensors, type TensorSource } from '../../engine/model/safetensors-writer';
 import { loadTokenizer } from '../../engine/model/tokenizer';
@@ -238,6 +239,28 @@ describe('generated checkpoints', () => {
       assert.equal(cfg.slidingWindow, 4096);
     });
   }
+
+  it('Qwen sliding windows apply from max_window_layers on (or per layer_types); a mix of sliding and full layers is refused', async () => {
+    const dir = path.join(tmp, 'qwen-window-layers');
+    await writeRandomCheckpoint(dir, { arch: 'qwen2', numLayers: 4 });
+    const file = path.join(dir, 'config.json');
+    const { max_window_layers: generated, ...original } = JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
+    assert.equal(generated, 4, 'the generator writes max_window_layers as real Qwen configs do');
+    const windowWith = (extra: Record<string, unknown>): number | null => {
+      fs.writeFileSync(file, JSON.stringify({ ...original, sliding_window: 64, use_sliding_window: true, ...extra }));
+      return loadModelConfig(dir).slidingWindow;
+    };
+    assert.equal(windowWith({ max_window_layers: 0 }), 64);
+    assert.equal(windowWith({ max_window_layers: 4 }), null, 'no layer reaches max_window_layers: all attend fully');
+    assert.equal(windowWith({ max_window_layers: 28 }), null);
+    assert.equal(windowWith({}), null, 'without max_window_layers transformers uses 28: no layer of 4 slides');
+    assert.throws(() => windowWith({ max_window_layers: 2 }), (e: Error) => e instanceof ModelError && /2 of 4 layers use a sliding window of 64/.test(e.message));
+    assert.equal(windowWith({ layer_types: Array(4).fill('sliding_attention') }), 64);
+    assert.equal(windowWith({ layer_types: Array(4).fill('full_attention') }), null);
+    assert.throws(() => windowWith({ layer_types: ['full_attention', 'sliding_attention', 'sliding_attention', 'sliding_attention'] }), ModelError);
+    assert.throws(() => windowWith({ max_window_layers: -1 }), /max_window_layers/);
+    assert.equal(windowWith({ use_sliding_window: false, max_window_layers: 2 }), null, 'use_sliding_window off wins');
+  });
 
   it('non-default sizes flow through config and shapes', async () => {
     const dir = path.join(tmp, 'sizes');
