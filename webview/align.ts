@@ -293,6 +293,7 @@ export function startAlign(root: HTMLElement, host: HostApi<AlignToHost, unknown
           resume.hidden = true;
           const loss = msg.before !== null && msg.after !== null ? ` Validation loss ${msg.before.toFixed(4)} → ${msg.after.toFixed(4)}.` : '';
           stage.textContent = `Done: ${msg.steps} steps in ${formatDuration(msg.seconds)}.${loss}`;
+          statEta.textContent = '–';
           result.hidden = false;
           const parts: HTMLElement[] = [];
           if (msg.path && msg.model) {

@@ -1,5 +1,6 @@
 // UI test in a real VS Code, driven like a person would through Chromium: the command palette's
-// "Titan: Titanize Model…" on the bundled demo model → the settings form → Convert → the chat view →
+// "Titan: Titanize Model…" on the bundled demo model → the settings form → Convert → "Align on This
+// Workspace…" for a few seconds with its live loss plot → the chat view →
 // a question about the test workspace → the streamed answer and its sources → a screenshot at
 // test-output/vscode/chat.png. Then hostile content (a workspace file, the question, and an answer
 // containing <script>, <img onerror> and javascript: links) must render as text, and a file edit must
@@ -61,6 +62,25 @@ test('UI: Titanize the demo model from the palette, ask in the chat, see the str
     t.diagnostic(`conversion result: ${resultText.trim().replace(/\s+/g, ' ')}`);
     assert.equal(await form.locator('#general-error:not([hidden])').count(), 0, `conversion failed: ${await form.locator('#general-error').textContent()}`);
     await session.screenshot(path.join(dir, 'titanize.png'));
+
+    // ---- Align on This Workspace… from the result: a short run with its live loss plot
+    await form.locator('#align-workspace').click();
+    const align = await step('align panel', () => session.webviewWith('#start', 60_000));
+    for (const id of ['#budget', '#minutes', '#lr', '#mag-schedule', '#batch', '#sequence', '#stop', 'svg#loss-plot']) assert.equal(await align.locator(id).count(), 1, `the align panel has ${id}`);
+    await align.locator('#minutes input').fill('0.1');
+    await align.locator('#batch input').fill('1');
+    await align.locator('#sequence input').fill('64');
+    await waitEnabled(align.locator('#start'), 60_000);
+    await align.locator('#start').click();
+    await step('align: first step on the plot', () => align.locator('#loss-plot path.plot-train').waitFor({ state: 'attached', timeout: 300_000 }));
+    assert.match((await align.locator('#stat-speed').textContent()) ?? '', /\d/, 'tokens/s shown');
+    assert.ok(!(await align.locator('#stop').evaluate((b) => b.hasAttribute('disabled'))), 'Stop is live while training');
+    const alignResult = align.locator('#align-result');
+    await step('alignment', () => alignResult.waitFor({ state: 'visible', timeout: 300_000 }));
+    assert.ok((await align.locator('#loss-plot .plot-validation-dot').count()) >= 2, 'validation before and after on the plot');
+    assert.equal(await align.locator('#use-model').count(), 1, 'the aligned model is offered');
+    t.diagnostic(`alignment: ${((await align.locator('#align-stage').textContent()) ?? '').trim()}`);
+    await session.screenshot(path.join(dir, 'align.png'));
 
     // ---- the chat view
     await step('palette: Open Chat', () => session.runCommand('Titan: Open Chat'));
