@@ -20,6 +20,8 @@ export function describePackage(pkg: LoadedPackage, demo: boolean): ModelInfo {
     m.kind === 'titan'
       ? `${t.operator_mode ?? '?'} μ ${t.mag_weight ?? '?'} · window ${t.max_self_attn_length ?? 'unbounded'} · chunk ${t.max_chunk_size ?? '?'} · ${t.semantics ?? 'exact'} · ${m.quantization ? 'int4' : m.dtype}`
       : `base model · window ${m.window ?? 'unbounded'} · ${m.quantization ? 'int4' : m.dtype}`;
+  const lora = t.lora_config as { r?: number } | null | undefined;
+  const merged = m.adapter || lora ? ` · LoRA${lora?.r ? ` r${lora.r}` : ''} merged` : '';
   return {
     path: pkg.dir,
     name: path.basename(pkg.dir),
@@ -27,7 +29,7 @@ export function describePackage(pkg: LoadedPackage, demo: boolean): ModelInfo {
     demo,
     dtype: m.dtype,
     modelType: m.source?.modelType ?? 'unknown',
-    summary,
+    summary: summary + merged,
     createdAt: m.createdAt ?? null,
   };
 }

@@ -120,6 +120,7 @@ describe('alignment through the engine server', () => {
     assert.ok(result.model, 'the merged package is a model');
     assert.equal(result.model.kind, 'titan');
     assert.equal(result.model.name, 'pkg-aligned-ws');
+    assert.match(result.model.summary, /· LoRA r8 merged$/);
     assert.equal(path.dirname(result.model.path), path.join(tmp, 'global', 'models'));
     assert.ok(fs.existsSync(path.join(result.adapter, 'adapter_model.safetensors')));
     assert.ok(fs.existsSync(path.join(result.out, 'report.json')));
