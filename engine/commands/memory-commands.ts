@@ -107,6 +107,12 @@ function printStats(s: MemoryStats): void {
   process.stdout.write(lines.join('\n') + '\n');
 }
 
+/** A GPU that failed (at start or mid-run) and left the work to the CPU: the user should know. */
+function noteFallback(memory: WorkspaceMemory): void {
+  const { fallback } = memory.status().providerReport;
+  if (fallback) process.stderr.write(`notice: execution provider: ${fallback}; the model ran on the CPU instead\n`);
+}
+
 async function updated(ctx: CommandContext, memory: WorkspaceMemory, json: boolean): Promise<MemoryStats> {
   const printer = json ? null : progressPrinter();
   try {
@@ -131,6 +137,7 @@ export const memoryCommand: Command = {
       if (json) process.stdout.write(JSON.stringify({ ...stats, provider: memory.status().provider }) + '\n');
       else printStats(stats);
     } finally {
+      noteFallback(memory);
       await memory.close();
     }
   },
@@ -189,6 +196,7 @@ export const askCommand: Command = {
       process.stdout.write(out.join('\n') + '\n');
       if (st.stopReason === 'cancelled') process.exitCode = 130;
     } finally {
+      noteFallback(memory);
       await memory.close();
     }
   },

@@ -289,6 +289,8 @@ export class WorkspaceMemory {
     const current = discovery.files.map((f) => ({ path: f.streamPath, sha256: f.sha256 }));
 
     let limitFiles = Infinity;
+    const providerAtStart = this.model.provider.provider;
+    let resumedAfterFallback = false;
     for (let attempt = 0; ; attempt++) {
       progress?.({ phase: 'restore', filesTotal: discovery.files.length, filesDone: 0, tokensTotal: 0, tokensDone: 0, tokensPerSecond: 0, etaSeconds: null, position: this.memoryPosition });
       const shared = Math.min(sharedPrefix(this.store.manifest.files, current), limitFiles);
@@ -362,6 +364,13 @@ export class WorkspaceMemory {
         // The file a mid-file checkpoint sits in changed after discovery: resume before that file.
         if (e instanceof ResumeInvalidated && attempt === 0) {
           limitFiles = e.fileIndex;
+          continue;
+        }
+        // The GPU failed and took the ingestion's state with it; the model now runs on the CPU:
+        // resume from the newest checkpoint there (once).
+        if (providerAtStart !== 'cpu' && this.model.provider.provider === 'cpu' && !resumedAfterFallback && !signal.aborted) {
+          resumedAfterFallback = true;
+          notice(`execution provider: ${this.model.provider.fallback ?? 'the GPU failed'}; the update resumes on the CPU from the last checkpoint`);
           continue;
         }
         throw e;
@@ -565,6 +574,13 @@ export class WorkspaceMemory {
           onText: opts.onText,
           segmentSize: this.segmentSize,
           stopIds: [...new Set([...tk.eosTokenIds, ...specialIds])],
+          // A GPU lost mid-answer: the same starting state again, now on the CPU.
+          restart: async () => {
+            if (opts.memory === false) await this.model.reset();
+            else if (during) await this.model.loadState(during);
+            else if (this.memoryBlob) await this.model.loadState(this.memoryBlob);
+            else await this.model.reset();
+          },
         });
         return { result, memoryTokens };
       } finally {

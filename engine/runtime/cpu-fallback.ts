@@ -22,7 +22,8 @@ export async function openRunner(packageDir: string, options: RunnerOptions): Pr
   } catch (e) {
     // `auto` already moves on to the CPU itself (createSession notes the failure in `fallback`).
     if (!options.cpuFallback || requested === 'auto' || requested === 'cpu' || !(e instanceof ModelError)) throw e;
-    return cpuRunner(packageDir, options, errorLine(e));
+    // createSession's message ("execution provider webgpu failed to start: …") without its preamble.
+    return cpuRunner(packageDir, options, errorLine(e).replace(/^execution provider /, ''));
   }
 }
 
@@ -68,6 +69,23 @@ export async function forwardWithFallback(
       throw new ModelError(`execution provider ${why}; the model now runs on the CPU, but logits this request needed were lost with the device: run it again`);
     }
     return cpu.forward(ids.slice(done), rows.map((r) => r - done));
+  }
+}
+
+/**
+ * runner.saveState, with a GPU failure while the state is copied off the device (device-resident
+ * state) handled like one during a run: the CPU takes over, and as the state went with the device,
+ * the request fails with one line (the caller restores what it last saved).
+ */
+export async function saveStateWithFallback(runner: ModelRunner, options: RunnerOptions, swap: (cpu: ModelRunner) => void): Promise<Uint8Array> {
+  try {
+    return await runner.saveState();
+  } catch (e) {
+    if (runner.provider.provider === 'cpu' || e instanceof ModelError || !options.cpuFallback) throw e;
+    const why = `${runner.provider.provider} failed while its state was read back: ${errorLine(e)}`;
+    await runner.release().catch(() => undefined);
+    swap(await cpuRunner(runner.pkg.dir, options, why));
+    throw new ModelError(`execution provider ${why}; the model now runs on the CPU, but the state was lost with the device: run the request again`);
   }
 }
 

@@ -85,6 +85,13 @@ export interface GenerateOptions extends SamplingOptions {
   segmentSize?: number;
   /** Receives decoded text as it becomes stable. */
   onText?: (text: string) => void;
+  /**
+   * Puts the model back in the state the prompt continues from. With it, a GPU that fails mid-answer
+   * and takes the state with it (device-resident state; the worker has moved to the CPU) does not
+   * end the answer: the state is restored, the prompt and the tokens generated so far are fed again
+   * on the CPU, and decoding goes on where it stopped, the streamed text unbroken.
+   */
+  restart?: () => Promise<void>;
 }
 
 export interface GenerateResult {
@@ -103,9 +110,18 @@ export async function generate(model: ForwardModel, tokenizer: TitanTokenizer, p
   const tokens: number[] = [];
   const t0 = performance.now();
   let stopReason: GenerateResult['stopReason'] = 'length';
+  const startedOn = model.provider.provider;
+  let replayed = false;
+  /** After a failed run: the replay described at `restart`, when the failure was the GPU's; else the error again. */
+  const recover = async (e: unknown): Promise<Float32Array> => {
+    if (replayed || !options.restart || startedOn === 'cpu' || model.provider.provider !== 'cpu' || e instanceof CancelledError) throw e;
+    replayed = true;
+    await options.restart();
+    return prefill(model, [...promptIds, ...tokens], { segmentSize: options.segmentSize, signal: options.signal });
+  };
   let logits: Float32Array;
   try {
-    logits = await prefill(model, promptIds, { segmentSize: options.segmentSize, signal: options.signal });
+    logits = await prefill(model, promptIds, { segmentSize: options.segmentSize, signal: options.signal }).catch(recover);
   } catch (e) {
     if (e instanceof CancelledError) return { tokens, text: '', stopReason: 'cancelled', promptTokens: promptIds.length, prefillSeconds: (performance.now() - t0) / 1000, decodeSeconds: 0 };
     throw e;
@@ -125,7 +141,17 @@ export async function generate(model: ForwardModel, tokenizer: TitanTokenizer, p
     const piece = decoder.push(next);
     if (piece) options.onText?.(piece);
     if (tokens.length >= options.maxNewTokens) break;
-    [logits] = await model.forward([next], [0]);
+    try {
+      [logits] = await model.forward([next], [0]);
+    } catch (e) {
+      try {
+        logits = await recover(e);
+      } catch (again) {
+        if (!(again instanceof CancelledError)) throw again;
+        stopReason = 'cancelled';
+        break;
+      }
+    }
   }
   const rest = decoder.flush();
   if (rest) options.onText?.(rest);

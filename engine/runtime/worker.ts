@@ -1,7 +1,7 @@
 // Worker-thread host of a ModelRunner: `session.run` blocks its thread for the whole run, so the
 // engine keeps it off the main thread, which stays free for messages, progress and cancellation.
 import { parentPort } from 'node:worker_threads';
-import { forwardWithFallback, openRunner, stateForRunner } from './cpu-fallback';
+import { forwardWithFallback, openRunner, saveStateWithFallback, stateForRunner } from './cpu-fallback';
 import type { ModelRunner, RunnerOptions } from './session';
 import type { WorkerReply, WorkerRequest } from './worker-protocol';
 
@@ -10,6 +10,13 @@ let openedWith: RunnerOptions = {};
 
 function reply(msg: WorkerReply, transfer: ArrayBuffer[] = []): void {
   parentPort!.postMessage(msg, transfer);
+}
+
+/** The CPU runner that replaced a failed GPU one (runtime/cpu-fallback.ts). */
+function swapToCpu(cpu: ModelRunner): void {
+  runner = cpu;
+  // Before the reply to the request in hand, so the main thread knows the provider by then.
+  reply({ type: 'provider-changed', id: 0, provider: cpu.provider });
 }
 
 async function handle(msg: WorkerRequest): Promise<void> {
@@ -24,11 +31,7 @@ async function handle(msg: WorkerRequest): Promise<void> {
       }
       case 'forward': {
         if (!runner) throw new Error('no model is open');
-        const rows = await forwardWithFallback(runner, msg.ids, msg.rows, openedWith, (cpu) => {
-          runner = cpu;
-          // Before the reply to this request, so the main thread knows the provider by then.
-          reply({ type: 'provider-changed', id: 0, provider: cpu.provider });
-        });
+        const rows = await forwardWithFallback(runner, msg.ids, msg.rows, openedWith, swapToCpu);
         reply({ type: 'logits', id: msg.id, rows, position: runner.position, stateBytesCopied: runner.stateBytesCopied }, rows.map((r) => r.buffer as ArrayBuffer));
         return;
       }
@@ -38,7 +41,7 @@ async function handle(msg: WorkerRequest): Promise<void> {
         return;
       case 'save-state': {
         if (!runner) throw new Error('no model is open');
-        const blob = await runner.saveState();
+        const blob = await saveStateWithFallback(runner, openedWith, swapToCpu);
         const copy = new Uint8Array(blob);
         reply({ type: 'state', id: msg.id, blob: copy, position: runner.position }, [copy.buffer]);
         return;

@@ -55,6 +55,7 @@ export class PlainChat {
       temperature: options.temperature,
       signal: options.signal,
       onText: options.onText,
+      restart: () => this.model.reset(),
     });
     const seconds = (performance.now() - t0) / 1000;
     return {

@@ -4,6 +4,7 @@
 // mid-answer). The engine must go on on the CPU, report the fallback and its reason in its status
 // and log, finish the update or answer it was in, and answer the next question.
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -13,6 +14,7 @@ import { titanize } from '../../engine/titanize/titanize';
 import * as P from '../../protocol/engine';
 import { writeRandomCheckpoint } from '../helpers/checkpoint';
 import { memoryDirIn } from '../helpers/workspace';
+import { CLI_BUNDLE } from './engine-bundle';
 import { configureEngine, startEngine } from './engine-process';
 import { checkStorage, finalDifference, memoryReference, type MemoryReference } from './memory-reference';
 import { tracked } from './record';
@@ -41,7 +43,7 @@ it('a GPU provider that fails to start leaves the engine on the CPU, with the re
     section: 'fault',
     name: 'GPU provider fails at session creation',
     injected: 'engine server configured for WebGPU; every WebGPU session creation throws (onnxruntime-node InferenceSession.create wrapped by a preload, main and worker threads)',
-    expected: 'the model opens on the CPU; status.provider names the fallback and its reason (the status bar shows "cpu (GPU failed)"); the memory builds and questions are answered',
+    expected: 'the model opens on the CPU; status.provider names the fallback and its reason (the status bar shows "cpu (GPU failed)"); the memory builds and questions are answered; titan memory --provider webgpu succeeds on the CPU with a notice',
   }, async (figures) => {
     const logFile = path.join(tmp, 'create.jsonl');
     const engine = startEngine({ preload: [PRELOAD], env: { TITAN_FAULT_GPU: 'create', TITAN_FAULT_LOG: logFile } });
@@ -55,10 +57,15 @@ it('a GPU provider that fails to start leaves the engine on the CPU, with the re
       assert.equal(stats.tokensIngested, ref.total);
       const { result } = await engine.ask('where is retryDelay computed?');
       assert.ok(result.answer.length > 0);
-      figures['creations refused'] = injected(logFile, 'create');
     } finally {
       await engine.close();
     }
+    // The command line says so too.
+    const cli = spawnSync(process.execPath, ['--require', PRELOAD, CLI_BUNDLE, 'memory', ref.pkg, '--workspace', ref.ws, '--storage', path.join(tmp, 'create-cli-storage'), '--provider', 'webgpu', '--json'], { encoding: 'utf8', env: { ...process.env, TITAN_FAULT_GPU: 'create', TITAN_FAULT_LOG: logFile }, timeout: 120_000 });
+    assert.equal(cli.status, 0, cli.stderr);
+    assert.equal((JSON.parse(cli.stdout) as { provider: string }).provider, 'cpu');
+    assert.match(cli.stderr, /notice: execution provider: webgpu failed to start: injected GPU fault.*the model ran on the CPU instead/);
+    figures['creations refused'] = injected(logFile, 'create');
   });
 });
 
@@ -67,7 +74,7 @@ it('a GPU provider that fails mid-ingestion and mid-answer: the work goes on on 
     section: 'fault',
     name: 'GPU provider fails mid-run',
     injected: 'engine server on WebGPU; from a moment the test picks, every WebGPU run throws (a lost device): once mid-ingestion (at the first progress report), once mid-answer (at the first streamed fragment, in a second engine)',
-    expected: 'the update finishes on the CPU from the state the GPU reached (final checkpoint equals a clean CPU read within 1e-3); the answer in progress finishes (streamed text = answer); status and log report the fallback; the next question is answered on the CPU',
+    expected: 'the update finishes on the CPU (the device-resident state is lost with the device: it resumes from the last checkpoint; host-resident state carries over) and its final checkpoint equals a clean CPU read within 1e-3; the answer in progress finishes unbroken (prompt and tokens so far replayed on the CPU; streamed text = answer); status and log report the fallback; the next question is answered on the CPU',
   }, async (figures) => {
     const storage = path.join(tmp, 'run-storage');
     const globalStorageDir = path.join(tmp, 'global');
@@ -98,6 +105,7 @@ it('a GPU provider that fails mid-ingestion and mid-answer: the work goes on on 
       const { result } = await first.ask('where is retryDelay computed?');
       assert.ok(result.answer.length > 0);
       figures['ingestion: GPU tokens before the fault'] = tokensAtFault;
+      figures['ingestion: resumed from a checkpoint'] = stats.notices?.some((n) => /resumes on the CPU from the last checkpoint/.test(n)) ? 'yes' : 'no (state carried over)';
     } finally {
       await first.close();
     }
