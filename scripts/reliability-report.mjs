@@ -63,6 +63,10 @@ lines.push('## Bugs these tests found (fixed, kept as regression inputs)', '',
   '- A `model.vocab` id of 2^31 made the tokenizer library fill an id table of two billion slots (a hang); ids far past the vocabulary\'s size are refused at load (`regress-huge-vocab-id`).',
   '- The engine server\'s throttled status notification threw "Connection is disposed" from a timer after its connection closed (`regress-status-after-dispose`; fixed in engine-server.ts by its owner).',
   '- A SIGKILLed `titan titanize` left `<out>.tmp-*` folders forever, and replacing a package deleted the old one before the new one was in place; stale siblings are removed and the old package is moved aside until the rename.',
+  '- The memory\'s storage folder deleted while the engine ran made that update and every later one fail (ENOENT writing the manifest) until a restart; the folder is now created again and the held state saved back.',
+  '- A GPU provider chosen by name that failed to start left the engine without a model, and one failing mid-run failed the answer or update; the engine now goes on on the CPU and says why.',
+  '- A memory checkpoint written by a GPU\'s fp16 graphs could not be restored on the CPU, nor a CPU one on an fp16 GPU ("state blob: … is float16, the graph expects float32"); state blobs are now converted to the graphs\' precision.',
+  '- The engine server reported the memory\'s execution provider without its reason (the status bar tooltip said only "cpu").',
   '');
 fs.mkdirSync(path.dirname(output), { recursive: true });
 fs.writeFileSync(output, lines.join('\n'));
