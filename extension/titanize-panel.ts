@@ -59,8 +59,8 @@ export class TitanizePanel implements vscode.Disposable {
         this.post({ type: 'init', source: this.source, sourceLabel: this.label, defaults: this.ctx.config.conversionDefaults, operators: OPERATOR_MODES });
         return;
       case 'validate': {
-        const { errors } = await this.ctx.client.request(ValidateSettingsRequest, { settings: msg.settings, source: this.source });
-        this.post({ type: 'validation', id: msg.id, errors });
+        const { errors, adapterSettings } = await this.ctx.client.request(ValidateSettingsRequest, { settings: msg.settings, source: this.source });
+        this.post({ type: 'validation', id: msg.id, errors, ...(adapterSettings ? { adapterSettings } : {}) });
         return;
       }
       case 'convert':

@@ -6,7 +6,7 @@
 // token travels in the params (`progressToken`); cancellation is JSON-RPC's own $/cancelRequest.
 import { NotificationType, ProgressType, RequestType, RequestType0 } from 'vscode-jsonrpc';
 import * as v from 'valibot';
-import { AlignSettingsSchema, ConversionSettingsSchema, type AlignFieldError, type AlignProgressValue, type FieldError } from './settings';
+import { AlignSettingsSchema, ConversionSettingsSchema, type AdapterFormValues, type AlignFieldError, type AlignProgressValue, type FieldError } from './settings';
 
 export * from './settings';
 
@@ -188,6 +188,8 @@ export const ValidateSettingsParamsSchema = v.object({
 export type ValidateSettingsParams = v.InferOutput<typeof ValidateSettingsParamsSchema>;
 export interface ValidateSettingsResult {
   errors: FieldError[];
+  /** The settings the chosen adapter was trained under, when its folder records them. */
+  adapterSettings?: AdapterFormValues;
 }
 export const ValidateSettingsRequest = new RequestType<ValidateSettingsParams, ValidateSettingsResult, void>('titan/validateSettings');
 

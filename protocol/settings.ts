@@ -25,6 +25,20 @@ export const ConversionSettingsSchema = v.object({
 export type ConversionSettings = v.InferOutput<typeof ConversionSettingsSchema>;
 
 
+/**
+ * The conversion settings an adapter folder records (the TPTT settings `titan align` writes into its
+ * config.json), as form values: the Titanize form fills its fields with them when the adapter is chosen.
+ */
+export const AdapterFormValuesSchema = v.object({
+  operator: v.optional(v.pipe(v.string(), v.maxLength(100))),
+  magWeight: v.optional(v.number()),
+  window: v.optional(v.nullable(v.number())),
+  chunk: v.optional(v.number()),
+  semantics: v.optional(v.picklist(['exact', 'tptt-0.12'])),
+  crossGate: v.optional(v.boolean()),
+});
+export type AdapterFormValues = v.InferOutput<typeof AdapterFormValuesSchema>;
+
 export interface FieldError {
   /** The form field at fault, or null for a problem with the model folder as a whole. */
   field: SettingsField | null;

@@ -5,7 +5,7 @@
 // acts on messages of the shapes below. No vscode-jsonrpc here: this module is bundled into the
 // browser-side webview.
 import * as v from 'valibot';
-import { ALIGN_FIELDS, AlignProgressSchema, AlignSettingsSchema, ConversionSettingsSchema, MAG_SCHEDULES, SETTINGS_FIELDS } from './settings';
+import { ALIGN_FIELDS, AdapterFormValuesSchema, AlignProgressSchema, AlignSettingsSchema, ConversionSettingsSchema, MAG_SCHEDULES, SETTINGS_FIELDS } from './settings';
 
 const Id = v.pipe(v.string(), v.minLength(1), v.maxLength(100));
 const Text = (max: number) => v.pipe(v.string(), v.maxLength(max));
@@ -122,7 +122,8 @@ export const FieldErrorSchema = v.object({ field: v.nullable(v.picklist(SETTINGS
 
 export const HostToTitanizeSchema = v.variant('type', [
   v.object({ type: v.literal('init'), source: Text(4096), sourceLabel: Text(500), defaults: FormDefaultsSchema, operators: v.array(Text(100)) }),
-  v.object({ type: v.literal('validation'), id: Id, errors: v.array(FieldErrorSchema) }),
+  /** adapterSettings: what the chosen adapter was trained under (the form fills its fields with them once). */
+  v.object({ type: v.literal('validation'), id: Id, errors: v.array(FieldErrorSchema), adapterSettings: v.optional(AdapterFormValuesSchema) }),
   v.object({ type: v.literal('progress'), done: v.number(), total: v.number(), message: Text(2000) }),
   v.object({ type: v.literal('done'), id: Id, model: Text(500), path: Text(4096), seconds: v.number() }),
   v.object({ type: v.literal('failed'), id: Id, message: Text(20000), errors: v.array(FieldErrorSchema) }),

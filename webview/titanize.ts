@@ -132,6 +132,8 @@ export function startTitanize(root: HTMLElement, host: HostApi<TitanizeToHost, u
     });
 
     let lastValidation = '';
+    /** The adapter folder whose recorded settings were put into the fields. */
+    let prefilledFor = '';
     let converting = false;
     let timer: number | undefined;
 
@@ -187,7 +189,21 @@ export function startTitanize(root: HTMLElement, host: HostApi<TitanizeToHost, u
       if (!msg) return;
       switch (msg.type) {
         case 'validation':
-          if (msg.id === lastValidation) showErrors(msg.errors);
+          if (msg.id !== lastValidation) return;
+          // A newly chosen adapter that records its training settings fills the fields with them, once.
+          if (msg.adapterSettings && controls.adapter.value !== prefilledFor && !converting) {
+            prefilledFor = controls.adapter.value;
+            const a = msg.adapterSettings;
+            if (a.operator !== undefined && init.operators.includes(a.operator)) controls.operator.value = a.operator;
+            if (a.magWeight !== undefined) controls.magWeight.value = String(a.magWeight);
+            if (a.window !== undefined) controls.window.value = a.window === null ? '' : String(a.window);
+            if (a.chunk !== undefined) controls.chunk.value = String(a.chunk);
+            if (a.semantics !== undefined) controls.semantics.value = a.semantics;
+            if (a.crossGate !== undefined) controls.crossGate.checked = a.crossGate;
+            validateSoon();
+            return;
+          }
+          showErrors(msg.errors);
           return;
         case 'progress':
           progressBox.hidden = false;

@@ -53,7 +53,7 @@ import { OPERATOR_MODES } from '../titanize/settings';
 import { errorText, log } from './log';
 import { ModelCatalog, packageNameFor } from './models';
 import { ModelSession } from './session';
-import { readForm, validateForm } from './settings-form';
+import { adapterFormValues, readForm, validateForm } from './settings-form';
 import { runTitanizeJob } from './titanize-job';
 import { readAlignForm, validateAlignForm } from './align-form';
 import { runAlignJob } from '../train/align-job';
@@ -145,7 +145,7 @@ export class EngineServer {
     this.request(ConfigureRequest, ConfigureParamsSchema, async (p, token) => this.configure(p, token));
     c.onRequest(StatusRequest, () => this.status());
     this.request(ListModelsRequest, ListModelsParamsSchema, async (p) => this.requireCatalog().list(p.extraPaths ?? []));
-    this.request(ValidateSettingsRequest, ValidateSettingsParamsSchema, async (p) => ({ errors: validateForm(p.settings, p.source) }));
+    this.request(ValidateSettingsRequest, ValidateSettingsParamsSchema, async (p) => ({ errors: validateForm(p.settings, p.source), adapterSettings: adapterFormValues(p.settings) }));
     this.request(TitanizeRequest, TitanizeParamsSchema, async (p, token) => this.titanize(p, token));
     this.request(ValidateAlignSettingsRequest, ValidateAlignSettingsParamsSchema, async (p) => ({
       errors: validateAlignForm(p.settings, p.packageDir),

@@ -2,7 +2,7 @@
 // validator's messages → the form field each one belongs to (inline errors in the settings form).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { ConversionSettings, FieldError, SettingsField } from '../../protocol/settings';
+import type { AdapterFormValues, ConversionSettings, FieldError, SettingsField } from '../../protocol/settings';
 import { loadModelConfig } from '../model/config';
 import { ModelError } from '../model/errors';
 import { INT4_DEFAULTS } from '../titanize/int4';
@@ -122,4 +122,24 @@ export function validateForm(form: ConversionSettings, source?: string): FieldEr
     }
   }
   return errors;
+}
+
+/** The settings the form's adapter folder records, as form values; undefined when it records none (or is unreadable: validateForm says why). */
+export function adapterFormValues(form: ConversionSettings): AdapterFormValues | undefined {
+  const { adapter } = readForm(form);
+  if (adapter === null || !path.isAbsolute(adapter)) return undefined;
+  try {
+    const t = adapterTrainedSettings(adapter)?.settings;
+    if (!t) return undefined;
+    const values: AdapterFormValues = {};
+    if (t.operator_mode !== undefined) values.operator = t.operator_mode;
+    if (t.mag_weight !== undefined) values.magWeight = t.mag_weight;
+    if (t.max_self_attn_length !== undefined) values.window = t.max_self_attn_length;
+    if (t.max_chunk_size !== undefined) values.chunk = t.max_chunk_size;
+    if (t.semantics !== undefined) values.semantics = t.semantics;
+    if (t.cross_gate !== undefined) values.crossGate = t.cross_gate;
+    return values;
+  } catch {
+    return undefined;
+  }
 }

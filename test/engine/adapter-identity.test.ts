@@ -10,7 +10,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { ModelRunner } from '../../engine/runtime/session';
-import { validateForm } from '../../engine/server/settings-form';
+import { adapterFormValues, validateForm } from '../../engine/server/settings-form';
 import { writeRandomCheckpoint, type GeneratedCheckpoint } from '../helpers/checkpoint';
 import { writeRandomLoraAdapter } from '../helpers/lora-adapter';
 import { writeSafetensorsSync } from '../../engine/model/safetensors-writer';
@@ -104,10 +104,13 @@ describe('titanize --adapter with the settings the adapter records', () => {
     assert.ok(!fs.existsSync(path.join(tmp, 'refused')), 'nothing written');
   });
 
-  it('reports a contradiction in the Titanize form against its field', () => {
+  it('reports a contradiction in the Titanize form against its field, and offers the adapter’s settings', () => {
     const errors = validateForm({ operator: 'delta_product', magWeight: '0.25', window: '512', chunk: '8', semantics: 'exact', dtype: 'fp32', crossGate: false, adapter: adapterDir }, ckpt.dir);
     assert.deepEqual(errors.map((e) => e.field), ['window']);
     assert.match(errors[0].message, /the adapter was trained with window 32, not 512 .*; set 32/);
     assert.deepEqual(validateForm({ operator: 'delta_product', magWeight: 0.25, window: 32, chunk: 8, semantics: 'exact', crossGate: false, adapter: adapterDir }, ckpt.dir), []);
+    // …and gives the form the adapter's settings to fill its fields with.
+    assert.deepEqual(adapterFormValues({ adapter: adapterDir }), { operator: 'delta_product', magWeight: 0.25, window: 32, chunk: 8, semantics: 'exact', crossGate: false });
+    assert.equal(adapterFormValues({ adapter: writeRandomLoraAdapter(path.join(tmp, 'plain-peft'), ckpt, { style: 'peft' }).dir }), undefined, 'a PEFT adapter records no TPTT settings');
   });
 });

@@ -47,6 +47,13 @@ describe('align panel → host messages', () => {
     assert.equal(parseTitanizeToHost({ type: 'align' }), null);
     assert.ok(parseHostToTitanize({ type: 'done', id: 'c', model: 'p', path: '/models/p', seconds: 1 }));
   });
+
+  it('passes an adapter’s recorded settings to the Titanize form only in their field types', () => {
+    const adapterSettings = { operator: 'delta_product', magWeight: 0.25, window: null, chunk: 8, semantics: 'exact', crossGate: false };
+    assert.deepEqual(parseHostToTitanize({ type: 'validation', id: 'v', errors: [], adapterSettings }), { type: 'validation', id: 'v', errors: [], adapterSettings });
+    assert.equal(parseHostToTitanize({ type: 'validation', id: 'v', errors: [], adapterSettings: { window: '32' } }), null);
+    assert.equal(parseHostToTitanize({ type: 'validation', id: 'v', errors: [], adapterSettings: { semantics: 'fuzzy' } }), null);
+  });
 });
 
 describe('host → align panel messages', () => {
