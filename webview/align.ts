@@ -283,7 +283,11 @@ export function startAlign(root: HTMLElement, host: HostApi<AlignToHost, unknown
         case 'validation':
           if (msg.id !== lastValidation) return;
           showErrors(msg.errors);
-          if (!running) resume.hidden = !msg.resumable;
+          if (!running) {
+            resume.hidden = !msg.resumable;
+            // Starting over replaces the cancelled run (its checkpoint); say so where the choice is made.
+            start.title = msg.resumable ? 'Start over: the cancelled run’s checkpoint is discarded (Resume continues it)' : '';
+          }
           return;
         case 'progress':
           onProgress(msg.value);
