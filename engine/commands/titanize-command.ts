@@ -37,7 +37,7 @@ export const quantizeOptions = {
   quantize: { type: 'string', help: 'int4: projection weights as 4-bit blocks, run by MatMulNBits (CPU; compute stays in --dtype)' },
   'quant-block': { type: 'string', help: 'int4 block size along the input axis: 16 (default), 32, 64, 128 or 256' },
   'quant-symmetric': { type: 'boolean', help: 'int4 with a scale per block only (default: scale and zero point)' },
-  'quant-keep-head': { type: 'boolean', help: 'keep the vocabulary projection in the package dtype (default: int4 too)' },
+  'quant-head': { type: 'boolean', help: 'the vocabulary projection in int4 too (default: kept in the package dtype; int4 decodes faster but costs ~1 % more perplexity on code-llama-19m)' },
   'quant-accuracy': { type: 'string', help: 'MatMulNBits accuracy_level: 4 (default: activations to int8 per block), 1 or 0 (fp32 activations)' },
 } as const;
 
@@ -45,7 +45,7 @@ export const quantizeOptions = {
 export function quantizationFromArgs(ctx: CommandContext): PackageQuantization | null {
   const method = str(ctx, 'quantize');
   if (method === undefined) {
-    const stray = ['quant-block', 'quant-symmetric', 'quant-keep-head', 'quant-accuracy'].find((k) => ctx.values[k] !== undefined && ctx.values[k] !== false);
+    const stray = ['quant-block', 'quant-symmetric', 'quant-head', 'quant-accuracy'].find((k) => ctx.values[k] !== undefined && ctx.values[k] !== false);
     if (stray) throw new UsageError(`--${stray} needs --quantize int4`);
     return null;
   }
@@ -54,7 +54,7 @@ export function quantizationFromArgs(ctx: CommandContext): PackageQuantization |
   if (str(ctx, 'quant-block') !== undefined) input.blockSize = int(ctx, 'quant-block', 0, 0);
   if (str(ctx, 'quant-accuracy') !== undefined) input.accuracyLevel = int(ctx, 'quant-accuracy', 0, 0);
   if (flag(ctx, 'quant-symmetric')) input.symmetric = true;
-  if (flag(ctx, 'quant-keep-head')) input.head = false;
+  if (flag(ctx, 'quant-head')) input.head = true;
   try {
     return resolveQuantization(input);
   } catch (e) {
@@ -81,7 +81,7 @@ const CLI_OPTION_OF: Record<TrainedSettingKey, string> = {
 
 export const titanizeCommand: Command = {
   name: 'titanize',
-  usage: 'titanize <hf-dir> --out <dir> [--operator MODE] [--mag-weight μ] [--cross-gate] [--base-scale-attn] [--window W] [--chunk C] [--semantics exact|tptt-0.12] [--adapter DIR] [--dtype fp32|fp16] [--quantize int4 [--quant-block B] [--quant-symmetric] [--quant-keep-head] [--quant-accuracy 0|1|4]] [--json]',
+  usage: 'titanize <hf-dir> --out <dir> [--operator MODE] [--mag-weight μ] [--cross-gate] [--base-scale-attn] [--window W] [--chunk C] [--semantics exact|tptt-0.12] [--adapter DIR] [--dtype fp32|fp16] [--quantize int4 [--quant-block B] [--quant-symmetric] [--quant-head] [--quant-accuracy 0|1|4]] [--json]',
   summary: 'Convert a Hugging Face checkpoint into a Titan package: LiZA linear attention + Memory-as-Gate in every layer.',
   options: {
     out: { type: 'string', help: 'package folder to write' },

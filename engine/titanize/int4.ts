@@ -32,7 +32,7 @@ export interface PackageQuantization extends Int4GraphSettings {
 }
 
 /** What `--quantize int4` means unless told otherwise (chosen by measurement: bench/int4/). */
-export const INT4_DEFAULTS: PackageQuantization = { method: 'int4', blockSize: 16, symmetric: false, head: true, accuracyLevel: 4 };
+export const INT4_DEFAULTS: PackageQuantization = { method: 'int4', blockSize: 16, symmetric: false, head: false, accuracyLevel: 4 };
 
 /** One message per problem with int4 settings (empty when valid), for the CLI and the settings form. */
 export function validateQuantization(input: Partial<PackageQuantization>): string[] {

@@ -108,7 +108,7 @@ describe('int4 quantizer', () => {
     const errors = validateQuantization({ blockSize: 12, accuracyLevel: 2, symmetric: 'yes' as unknown as boolean });
     assert.equal(errors.length, 3, errors.join('\n'));
     assert.throws(() => resolveQuantization({ blockSize: 8 }), /invalid quantization: quantization block size/);
-    assert.deepEqual(resolveQuantization({}), { method: 'int4', blockSize: 16, symmetric: false, head: true, accuracyLevel: 4 });
+    assert.deepEqual(resolveQuantization({}), { method: 'int4', blockSize: 16, symmetric: false, head: false, accuracyLevel: 4 });
   });
 
   it('the Titanize form\'s precision "int4" means fp32 compute with the CLI\'s int4 defaults', () => {
