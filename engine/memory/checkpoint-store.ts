@@ -240,8 +240,9 @@ export class CheckpointStore {
   /**
    * Whether the folder (or its manifest) was deleted since it was opened or last written, e.g. by a
    * user cleaning up while the engine runs. Then it is created again, its lock taken again, and
-   * every checkpoint forgotten: the returned notice says so, and the caller reads from the start.
-   * Returns null when the folder is as this store left it.
+   * every checkpoint forgotten; the result has the notice for the user and the manifest as it was,
+   * so that a caller holding a state it names can save it again (WorkspaceMemory does). Returns
+   * null when the folder is as this store left it.
    */
   async recoverIfDeleted(): Promise<{ notice: string; lost: Manifest } | null> {
     const folderThere = await exists(this.dir);
