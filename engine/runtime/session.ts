@@ -12,6 +12,7 @@ import { decodeState, encodeState } from './state-blob';
 import * as crypto from 'node:crypto';
 import { onnx } from 'onnx-proto';
 import { GraphBuilder, type DType } from '../graph/builder';
+import { GarbageBudget } from './garbage';
 
 export type ProviderChoice = 'auto' | 'webgpu' | 'cuda' | 'cpu';
 
@@ -207,6 +208,8 @@ export class ModelRunner {
    * up as inputs in host memory, down as outputs returned to the host.
    */
   stateBytesCopied = 0;
+  /** Dropped host copies of the state: collected every 8 MiB so resident memory stays flat (garbage.ts). */
+  private readonly garbage = new GarbageBudget(8 * 2 ** 20);
 
   private constructor(
     readonly pkg: LoadedPackage,
@@ -269,7 +272,11 @@ export class ModelRunner {
   /** Device buffers are freed only by dispose(): the state they held is released once replaced. */
   private replaceState(next: RunState): void {
     const kept = new Set(next.values());
-    for (const t of this.state.values()) if (t.location === 'gpu-buffer' && !kept.has(t)) t.dispose();
+    for (const t of this.state.values()) {
+      if (kept.has(t)) continue;
+      if (t.location === 'gpu-buffer') t.dispose();
+      else this.garbage.drop(byteSize(t));
+    }
     this.state = next;
   }
 
