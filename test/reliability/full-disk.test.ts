@@ -22,8 +22,8 @@ const ROUNDS = Number(process.env.TITAN_FAULT_REPEATS ?? 4);
 let tmp = '';
 let ref: MemoryReference;
 
-function titanMemory(storage: string, env: Record<string, string> = {}, preload = false): Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }> {
-  const args = [...(preload ? ['--require', PRELOAD] : []), CLI_BUNDLE, 'memory', ref.pkg, '--workspace', ref.ws, '--storage', storage, '--checkpoint-every', '512', '--provider', 'cpu', '--json'];
+function titanMemory(storage: string, env: Record<string, string> = {}, preload = false, command: string[] = ['memory']): Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }> {
+  const args = [...(preload ? ['--require', PRELOAD] : []), CLI_BUNDLE, ...command.slice(0, 1), ref.pkg, ...command.slice(1), '--workspace', ref.ws, '--storage', storage, '--checkpoint-every', '512', '--provider', 'cpu', '--json'];
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   const out: Buffer[] = [];
   const err: Buffer[] = [];
@@ -48,7 +48,7 @@ it('a full disk during checkpoint writes fails the run with one line, keeps the 
     section: 'fault',
     name: 'full disk during a checkpoint write',
     injected: `titan memory with the storage folder's disk full after a random 0.3–2.8 state sizes of writes (ENOSPC; the crossing write cut short), ${ROUNDS} runs in a row on one storage folder`,
-    expected: 'each run exits non-zero with one line naming ENOSPC and the folder; every checkpoint the manifest names is intact and equals a clean read there; no temp file left; the next run with space resumes from the newest checkpoint and ends equal to a clean full read',
+    expected: 'each run exits non-zero with one line naming ENOSPC and the folder; every checkpoint the manifest names is intact and equals a clean read there; no temp file left; the next run with space resumes from the newest checkpoint and ends equal to a clean full read; titan ask on the still-full disk answers (the retrieval index not saved, with a notice)',
   }, async (figures) => {
     const seed = Number(process.env.TITAN_FAULT_SEED ?? Date.now() % 100_000);
     t.diagnostic(`budgets seeded with ${seed} (TITAN_FAULT_SEED=${seed} repeats them); stream of ${ref.total} tokens, state ${ref.stateBytes} bytes`);
@@ -95,6 +95,14 @@ it('a full disk during checkpoint writes fails the run with one line, keeps the 
     checkStorage(memoryDirIn(storage), ref);
     const diff = finalDifference(storage, ref);
     assert.ok(diff <= 1e-5, `final state differs from a clean full read by ${diff}`);
+
+    // A question on the full disk: the memory is current, so only the retrieval index wants writing;
+    // its failure must not cost the answer.
+    const ask = await titanMemory(storage, { TITAN_FAULT_FULL_DISK_DIR: storage, TITAN_FAULT_FULL_DISK_BYTES: '0' }, true, ['ask', 'where is retryDelay computed?', '--max-new-tokens', '8']);
+    assert.equal(ask.code, 0, ask.stderr);
+    assert.ok((JSON.parse(ask.stdout) as { answer: string }).answer.length > 0);
+    assert.match(ask.stderr, /notice: the retrieval index was not saved \(.*ENOSPC.*\); it is rebuilt when needed/);
+    checkStorage(memoryDirIn(storage), ref);
     Object.assign(figures, { 'runs failed with ENOSPC': hits, 'stream tokens': ref.total, 'newest checkpoint after each': newest.join(' → '), 'resumed from': kept, seed });
   });
 });
