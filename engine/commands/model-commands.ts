@@ -30,7 +30,7 @@ function outDir(ctx: CommandContext): string {
 
 export const convertCommand: Command = {
   name: 'convert',
-  usage: 'convert <hf-dir> --out <dir> [--dtype fp32|fp16] [--quantize int4 [--quant-block B] [--quant-symmetric] [--quant-head] [--quant-accuracy 0|1|4]] [--json]',
+  usage: 'convert <hf-dir> --out <dir> [--dtype fp32|fp16] [--quantize int4 [--quant-block B] [--quant-symmetric] [--quant-head int8|int4|keep] [--quant-accuracy 0|1|4]] [--json]',
   summary: 'Convert a Hugging Face checkpoint folder into a self-contained Titan model package (base model).',
   options: {
     out: { type: 'string', help: 'package folder to write' },

@@ -38,9 +38,9 @@ export function linear(g: GraphBuilder, x: Value, w: Value, b?: Value | null): V
  * layout in titanize/int4.ts). x: [T, K] → [T, N]. zeroPoints null: the op's symmetric default (8).
  * accuracyLevel 4 lets the CPU provider quantize x to int8 per block and use integer dot products.
  */
-export function matMulNBits(g: GraphBuilder, x: Value, codes: Value, scales: Value, zeroPoints: Value | null, shape: { K: number; N: number; blockSize: number; accuracyLevel: number }): Value {
+export function matMulNBits(g: GraphBuilder, x: Value, codes: Value, scales: Value, zeroPoints: Value | null, shape: { K: number; N: number; blockSize: number; accuracyLevel: number; bits?: 4 | 8 }): Value {
   const inputs = zeroPoints ? [x, codes, scales, zeroPoints] : [x, codes, scales];
-  return g.op('MatMulNBits', inputs, { K: shape.K, N: shape.N, bits: 4, block_size: shape.blockSize, accuracy_level: shape.accuracyLevel }, 1, undefined, 'com.microsoft');
+  return g.op('MatMulNBits', inputs, { K: shape.K, N: shape.N, bits: shape.bits ?? 4, block_size: shape.blockSize, accuracy_level: shape.accuracyLevel }, 1, undefined, 'com.microsoft');
 }
 
 /** RMSNorm over the last axis: x / sqrt(mean(x²) + eps) · w (w optional). Computed in float32. */

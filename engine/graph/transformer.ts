@@ -102,8 +102,10 @@ export function buildDecoderGraph(g: GraphBuilder, config: ModelConfig, weights:
     const q = int4Names(name);
     if (!weights[q.codes]) return linear(g, x, w(name), bias);
     if (!options.int4) throw new Error(`weight ${name} is stored as int4 but the graph was given no int4 settings`);
-    const N = weights[q.codes].dims[0];
-    const y = matMulNBits(g, x, stored(q.codes), w(q.scales), weights[q.zeroPoints] ? stored(q.zeroPoints) : null, { K, N, ...options.int4 });
+    // Codes [N, blocks, blockSize·bits/8]: the bytes per block say whether they are 4- or 8-bit.
+    const [N, , blob] = weights[q.codes].dims;
+    const bits = (blob * 8) / options.int4.blockSize === 8 ? 8 : 4;
+    const y = matMulNBits(g, x, stored(q.codes), w(q.scales), weights[q.zeroPoints] ? stored(q.zeroPoints) : null, { K, N, bits, ...options.int4 });
     return bias ? add(g, y, bias) : y;
   };
   // Norms always compute in float32 (their weights are stored float32).

@@ -235,7 +235,7 @@ export function writePackage(sourceDir: string, outDir: string, options: WriteOp
       const q = options.quantization;
       const quantized = q ? quantizedEntries(config, q) : new Set<string>();
       // Tied embeddings: the vocabulary projection gets its own 4-bit copy (the lookup keeps the original).
-      const entries = q?.head && !layout.some((e) => e.name === 'lm_head') ? [...layout, { name: 'lm_head', sources: ['model.embed_tokens.weight'], keepFloat32: false }] : layout;
+      const entries = q && q.head !== 'keep' && !layout.some((e) => e.name === 'lm_head') ? [...layout, { name: 'lm_head', sources: ['model.embed_tokens.weight'], keepFloat32: false }] : layout;
       const bytesOf = (a: Float32Array | Uint8Array) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
       try {
         entries.forEach((e, idx) => {
@@ -250,10 +250,11 @@ export function writePackage(sourceDir: string, outDir: string, options: WriteOp
           if (quantized.has(e.name)) {
             const all = new Float32Array(count);
             parts.reduce((at, p) => (all.set(p, at), at + p.length), 0);
-            const w4 = quantizeInt4(all, dims[0], dims[1], q!.blockSize, q!.symmetric);
+            // The vocabulary projection may take 8-bit blocks (--quant-head int8): it is the most sensitive matrix.
+            const w4 = quantizeInt4(all, dims[0], dims[1], q!.blockSize, q!.symmetric, e.name === 'lm_head' && q!.head === 'int8' ? 8 : 4);
             const names = int4Names(e.name);
             const kBlocks = w4.scales.length / w4.N;
-            store(names.codes, 'uint8', [w4.N, kBlocks, w4.blockSize / 2], w4.codes);
+            store(names.codes, 'uint8', [w4.N, kBlocks, (w4.blockSize * w4.bits) / 8], w4.codes);
             store(names.scales, 'float32', [w4.N, kBlocks], bytesOf(w4.scales));
             if (w4.zeroPoints) store(names.zeroPoints, 'uint8', [w4.N, w4.zeroPoints.length / w4.N], w4.zeroPoints);
           } else {
@@ -343,7 +344,7 @@ export function writePackage(sourceDir: string, outDir: string, options: WriteOp
 function quantizedEntries(config: ModelConfig, q: PackageQuantization): Set<string> {
   const names = new Set<string>();
   for (let i = 0; i < config.numLayers; i++) for (const p of ['qkv', 'o', 'gate_up', 'down']) names.add(`layers.${i}.${p}`);
-  if (q.head) names.add('lm_head');
+  if (q.head !== 'keep') names.add('lm_head');
   return names;
 }
 

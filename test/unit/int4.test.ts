@@ -104,11 +104,11 @@ describe('int4 quantizer', () => {
 
   it('refuses block sizes MatMulNBits does not take, and unknown settings, with one message each', () => {
     assert.throws(() => quantizeInt4(new Float32Array(48), 1, 48, 48, false), /block size must be one of 16, 32, 64, 128, 256, got 48/);
-    assert.deepEqual(validateQuantization({ blockSize: 32, accuracyLevel: 4, symmetric: true, head: false }), []);
+    assert.deepEqual(validateQuantization({ blockSize: 32, accuracyLevel: 4, symmetric: true, head: 'keep' }), []);
     const errors = validateQuantization({ blockSize: 12, accuracyLevel: 2, symmetric: 'yes' as unknown as boolean });
     assert.equal(errors.length, 3, errors.join('\n'));
     assert.throws(() => resolveQuantization({ blockSize: 8 }), /invalid quantization: quantization block size/);
-    assert.deepEqual(resolveQuantization({}), { method: 'int4', blockSize: 16, symmetric: false, head: false, accuracyLevel: 4 });
+    assert.deepEqual(resolveQuantization({}), { method: 'int4', blockSize: 16, symmetric: false, head: 'int8', accuracyLevel: 4 });
   });
 
   it('the Titanize form\'s precision "int4" means fp32 compute with the CLI\'s int4 defaults', () => {
