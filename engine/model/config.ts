@@ -175,21 +175,23 @@ function parseSlidingWindow(cfg: Record<string, unknown>, modelType: ModelType):
   if ((modelType === 'qwen2' || modelType === 'qwen3') && cfg.use_sliding_window !== true) return null;
   if (typeof w !== 'number' || !Number.isInteger(w) || w <= 0) throw new ModelError(`config.json: "sliding_window" must be a positive integer or null, got ${clip(JSON.stringify(w))}`);
   // Which layers slide: newer configs list layer_types; Qwen2/3's older ones slide the layers from
-  // max_window_layers on. The graphs use one window for every layer, so a mix is refused.
+  // max_window_layers on. The graphs use one window for every layer, so a mix is refused. (Counted,
+  // not listed: num_hidden_layers is not yet checked here and may be absurdly large.)
   const layers = cfg.num_hidden_layers as number;
-  let sliding: boolean[] | null = null;
+  let sliding: number | null = null;
   if (Array.isArray(cfg.layer_types)) {
     if (cfg.layer_types.some((t) => t !== 'sliding_attention' && t !== 'full_attention')) throw new ModelError(`config.json: "layer_types" may hold only "sliding_attention" and "full_attention", got ${clip(JSON.stringify(cfg.layer_types))}`);
-    sliding = cfg.layer_types.map((t) => t === 'sliding_attention');
+    if (cfg.layer_types.length !== layers) throw new ModelError(`config.json: "layer_types" lists ${cfg.layer_types.length} layers, num_hidden_layers is ${clip(JSON.stringify(layers))}`);
+    sliding = cfg.layer_types.filter((t) => t === 'sliding_attention').length;
   } else if (modelType === 'qwen2' || modelType === 'qwen3') {
     // transformers' Qwen2Config/Qwen3Config default it to 28.
     const from = cfg.max_window_layers ?? 28;
     if (typeof from !== 'number' || !Number.isInteger(from) || from < 0) throw new ModelError(`config.json: "max_window_layers" must be a non-negative integer, got ${clip(JSON.stringify(from))}`);
-    sliding = Array.from({ length: layers }, (_, i) => i >= from);
+    sliding = typeof layers === 'number' ? Math.max(0, layers - from) : 0;
   }
-  if (sliding === null || sliding.every(Boolean)) return w;
-  if (sliding.every((s) => !s)) return null;
-  throw new ModelError(`config.json: ${sliding.filter(Boolean).length} of ${sliding.length} layers use a sliding window of ${w} and the others full attention; models that mix the two are not supported`);
+  if (sliding === null || sliding === layers) return w;
+  if (sliding === 0) return null;
+  throw new ModelError(`config.json: ${sliding} of ${layers} layers use a sliding window of ${w} and the others full attention; models that mix the two are not supported`);
 }
 
 function parseRope(cfg: Record<string, unknown>): RopeConfig {

@@ -259,6 +259,9 @@ describe('generated checkpoints', () => {
     assert.equal(windowWith({ layer_types: Array(4).fill('full_attention') }), null);
     assert.throws(() => windowWith({ layer_types: ['full_attention', 'sliding_attention', 'sliding_attention', 'sliding_attention'] }), ModelError);
     assert.throws(() => windowWith({ max_window_layers: -1 }), /max_window_layers/);
+    assert.throws(() => windowWith({ layer_types: Array(3).fill('sliding_attention') }), /lists 3 layers, num_hidden_layers is 4/);
+    // A layer count far past any model must not be expanded into a list (a fuzzing find: it hung).
+    assert.equal(windowWith({ num_hidden_layers: 2 ** 31 - 1, max_window_layers: 0 }), 64);
     assert.equal(windowWith({ use_sliding_window: false, max_window_layers: 2 }), null, 'use_sliding_window off wins');
   });
 
