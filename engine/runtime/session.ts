@@ -232,7 +232,8 @@ export class ModelRunner {
     const pick = (ep: string, fp32: string | undefined, fp16: string | undefined) => (ep !== 'cpu' && fp16 ? fp16 : fp32);
     const fileFor = (ep: string) => path.join(pkg.dir, pick(ep, graphs.decoder, graphs.decoderFp16)!);
     const stateOnDevice = options.stateOnDevice ?? true;
-    const deviceOutputs = (file: string) => (stateOnDevice ? graphOutputNames(file).filter((n) => n !== 'logits') : undefined);
+    // Only WebGPU sessions use the list; an explicit CPU run need not read the graph for it.
+    const deviceOutputs = (file: string) => (stateOnDevice && options.provider !== 'cpu' ? graphOutputNames(file).filter((n) => n !== 'logits') : undefined);
     const { session, report } = await createSession(fileFor, options.provider ?? 'auto', options.threads, options.profilePrefix, { dispatchBatch: options.dispatchBatch, deviceOutputs: deviceOutputs(fileFor('webgpu')) });
     const meta = session.inputMetadata as readonly { name: string; isTensor: boolean; type?: string; shape?: readonly (number | string)[] }[];
     const stateInputs = meta
