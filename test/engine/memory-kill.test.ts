@@ -3,72 +3,34 @@
 // read has at that position, and the next run must resume from the newest one and end in the state
 // of a clean full read.
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { decodeState } from '../../engine/runtime/state-blob';
-import { WorkspaceMemory, type MemoryStats } from '../../engine/memory/workspace-memory';
-import { memoryDirIn, readStoredMemory, rng, runTitan, spawnTitan, stateDifference, tinyTitanPackage, writeSyntheticWorkspace } from '../helpers/workspace';
+import { type MemoryStats } from '../../engine/memory/workspace-memory';
+import { memoryDirIn, rng, runTitan, spawnTitan } from '../helpers/workspace';
+import { checkStorage, finalDifference, memoryReference, type MemoryReference } from '../reliability/memory-reference';
 
 let tmp: string;
-let pkg: string;
-let ws: string;
-/** Position → state of a clean read, at every point where a run can end. */
-const reference = new Map<number, Buffer>();
-let total = 0;
+/** A clean read that checkpoints after every segment: a reference state wherever a killed run could have left one. */
+let ref: MemoryReference;
 /** Milliseconds a clean read spends on 1024 tokens: kills land within about one checkpoint interval. */
 let msPerCheckpoint = 0;
 
 before(async () => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'titan-memory-kill-'));
-  pkg = await tinyTitanPackage(path.join(tmp, 'model'));
-  ws = path.join(tmp, 'ws');
-  writeSyntheticWorkspace(ws, { count: 30, lines: 40 });
-  // A clean read that checkpoints after every segment: a reference state wherever a killed run could have left one.
-  const storage = path.join(tmp, 'reference');
-  const m = await WorkspaceMemory.open({ packageDir: pkg, workspaces: [ws], storageDir: storage, provider: 'cpu', checkpointEveryTokens: 1, storageCapBytes: 2 ** 40 });
-  try {
-    const started = performance.now();
-    total = (await m.update()).position;
-    msPerCheckpoint = ((performance.now() - started) / total) * 1024;
-  } finally {
-    await m.close();
-  }
-  const stored = readStoredMemory(memoryDirIn(storage));
-  for (const c of stored.manifest.checkpoints) reference.set(c.position, stored.state(c.position));
+  ref = await memoryReference(tmp, { count: 30, lines: 40 });
+  msPerCheckpoint = (ref.updateMs / ref.total) * 1024;
 });
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-/** Every checkpoint the manifest names is intact and equals the clean read's state there. */
-function checkStorage(memDir: string): number {
-  if (!fs.existsSync(path.join(memDir, 'manifest.json'))) return 0;
-  const raw = JSON.parse(fs.readFileSync(path.join(memDir, 'manifest.json'), 'utf8')) as Record<string, unknown> & { checksum: string };
-  const { checksum, ...body } = raw;
-  assert.equal(createHash('sha256').update(JSON.stringify(body)).digest('hex'), checksum, 'manifest checksum');
-  const stored = readStoredMemory(memDir);
-  let newest = 0;
-  for (const c of stored.manifest.checkpoints) {
-    const blob = stored.state(c.position);
-    assert.equal(createHash('sha256').update(blob).digest('hex'), c.sha256, `${c.file} does not match its manifest entry`);
-    assert.equal(decodeState(blob).position, c.position);
-    const want = reference.get(c.position);
-    assert.ok(want, `checkpoint at ${c.position} is not at a segment boundary of the stream`);
-    const diff = stateDifference(blob, want);
-    assert.ok(diff <= 1e-5, `checkpoint at ${c.position} differs from a clean read by ${diff}`);
-    newest = Math.max(newest, c.position);
-  }
-  return newest;
-}
-
 it('never leaves a checkpoint that restores to a wrong state, and resumes from the newest good one', async (t) => {
   const seed = Number(process.env.TITAN_KILL_SEED ?? Date.now() % 100_000);
-  t.diagnostic(`kill moments seeded with ${seed} (TITAN_KILL_SEED=${seed} repeats them); stream of ${total} tokens, ${msPerCheckpoint.toFixed(0)} ms per 1024 tokens`);
+  t.diagnostic(`kill moments seeded with ${seed} (TITAN_KILL_SEED=${seed} repeats them); stream of ${ref.total} tokens, ${msPerCheckpoint.toFixed(0)} ms per 1024 tokens`);
   const random = rng(seed);
   const storage = path.join(tmp, 'killed');
-  const args = ['memory', pkg, '--workspace', ws, '--storage', storage, '--checkpoint-every', '1024', '--provider', 'cpu', '--json'];
+  const args = ['memory', ref.pkg, '--workspace', ref.ws, '--storage', storage, '--checkpoint-every', '1024', '--provider', 'cpu', '--json'];
   let kept = 0;
   const kills: string[] = [];
   for (let round = 0; round < 5; round++) {
@@ -92,12 +54,12 @@ it('never leaves a checkpoint that restores to a wrong state, and resumes from t
     if (finished) break; // it completed before the kill: nothing left to interrupt
     child.kill('SIGKILL');
     await exited;
-    const newest = checkStorage(path.join(storage, memDir()!));
+    const newest = checkStorage(path.join(storage, memDir()!), ref, { killed: true });
     kills.push(`${newest}`);
     assert.ok(newest >= kept, `the newest checkpoint went back from ${kept} to ${newest}`);
     kept = newest;
   }
-  t.diagnostic(`newest checkpoint after each kill: ${kills.join(', ')} of ${total}`);
+  t.diagnostic(`newest checkpoint after each kill: ${kills.join(', ')} of ${ref.total}`);
   assert.ok(kills.length >= 3, `only ${kills.length} runs were killed before finishing`);
 
   const last = await runTitan(args);
@@ -105,10 +67,9 @@ it('never leaves a checkpoint that restores to a wrong state, and resumes from t
   const stats = JSON.parse(last.stdout) as MemoryStats;
   assert.equal(stats.restoredFromCheckpoint, kept > 0);
   assert.equal(stats.resumedFrom, kept);
-  assert.equal(stats.tokensReread, total - kept);
-  assert.equal(stats.position, total);
-  const memDir = memoryDirIn(storage);
-  checkStorage(memDir);
-  const diff = stateDifference(readStoredMemory(memDir).last(), reference.get(total)!);
+  assert.equal(stats.tokensReread, ref.total - kept);
+  assert.equal(stats.position, ref.total);
+  checkStorage(memoryDirIn(storage), ref);
+  const diff = finalDifference(storage, ref);
   assert.ok(diff <= 1e-5, `final state differs from a clean full read by ${diff}`);
 });

@@ -19,6 +19,8 @@ export interface MemoryReference {
   states: Map<number, Buffer>;
   /** Bytes of one state blob. */
   stateBytes: number;
+  /** Milliseconds the clean read took (checkpointing after every segment). */
+  updateMs: number;
 }
 
 /** Writes the package and the workspace under `dir` and reads it cleanly once. */
@@ -29,26 +31,30 @@ export async function memoryReference(dir: string, workspace: { count: number; l
   const storage = path.join(dir, 'reference');
   const m = await WorkspaceMemory.open({ packageDir: pkg, workspaces: [ws], storageDir: storage, provider: 'cpu', checkpointEveryTokens: 1, storageCapBytes: 2 ** 40 });
   let total: number;
+  const started = performance.now();
   try {
     total = (await m.update()).position;
   } finally {
     await m.close();
   }
+  const updateMs = performance.now() - started;
   const stored = readStoredMemory(memoryDirIn(storage));
   const states = new Map<number, Buffer>();
   for (const c of stored.manifest.checkpoints) states.set(c.position, stored.state(c.position));
-  return { pkg, ws, total, states, stateBytes: states.get(total)!.length };
+  return { pkg, ws, total, states, stateBytes: states.get(total)!.length, updateMs };
 }
 
 /** Files a memory folder may hold besides the states its manifest names. */
 const OWN_FILES = new Set(['manifest.json', 'retrieval-index.json', '.lock-owner', '.lock']);
+/** The temp file of a write-file-atomic write cut short by SIGKILL (the next open removes it). */
+const KILLED_WRITE = /^(?:state-\d+\.bin|manifest\.json|retrieval-index\.json)\.[0-9a-f]+$/;
 
 /**
  * Every checkpoint the manifest names is intact and equals the clean read's state there, and the
- * folder holds nothing else of ours (no temp file of a cut-short write). Returns the newest position
- * (0 when there is no manifest).
+ * folder holds nothing else of ours (no temp file of a cut-short write, unless `killed`: the process
+ * was just SIGKILLed and has not cleaned up). Returns the newest position (0 when there is no manifest).
  */
-export function checkStorage(memDir: string, ref: MemoryReference): number {
+export function checkStorage(memDir: string, ref: MemoryReference, options: { killed?: boolean } = {}): number {
   if (!fs.existsSync(path.join(memDir, 'manifest.json'))) return 0;
   const raw = JSON.parse(fs.readFileSync(path.join(memDir, 'manifest.json'), 'utf8')) as Record<string, unknown> & { checksum: string };
   const { checksum, ...body } = raw;
@@ -66,7 +72,7 @@ export function checkStorage(memDir: string, ref: MemoryReference): number {
     newest = Math.max(newest, c.position);
   }
   const named = new Set(stored.manifest.checkpoints.map((c) => c.file));
-  const stray = fs.readdirSync(memDir).filter((f) => !OWN_FILES.has(f) && !named.has(f));
+  const stray = fs.readdirSync(memDir).filter((f) => !OWN_FILES.has(f) && !named.has(f) && !(options.killed && KILLED_WRITE.test(f)));
   assert.deepEqual(stray, [], `files no manifest names in ${memDir}`);
   return newest;
 }
