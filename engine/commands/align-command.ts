@@ -58,6 +58,7 @@ export function alignOptionsFromArgs(ctx: CommandContext): Omit<AlignOptions, 's
     clip: num(ctx, 'clip', 1, 0),
     batch: int(ctx, 'batch', 4, 1),
     sequence: int(ctx, 'seq', 512, 16),
+    lossFrom: int(ctx, 'loss-from', 0, 0),
     precision: choice<'fp32' | 'fp16'>(ctx, 'precision', ['fp32', 'fp16'], 'fp32'),
     recompute: flag(ctx, 'recompute'),
     lora: {
@@ -153,7 +154,7 @@ export function reportText(r: AlignReport): string {
 export const alignCommand: Command = {
   name: 'align',
   usage:
-    'align <package-dir> --data workspace:<dir>|jsonl:<file> [--steps N | --epochs E | --minutes M] [--lr LR] [--batch B] [--seq T] [--rank R] [--alpha A] [--dropout P] [--targets q,k,v,o] [--mag-schedule constant|gradual|cyclic] [--out DIR] [--resume] [--json]',
+    'align <package-dir> --data workspace:<dir>|jsonl:<file> [--steps N | --epochs E | --minutes M] [--lr LR] [--batch B] [--seq T] [--loss-from N] [--rank R] [--alpha A] [--dropout P] [--targets q,k,v,o] [--mag-schedule constant|gradual|cyclic] [--out DIR] [--resume] [--json]',
   summary: 'LoRA fine-tuning (alignment) of a package on a workspace or an instruction file: adapter + merged package.',
   options: {
     data: { type: 'string', help: 'workspace:<dir> (next-token loss, files held out for validation) or jsonl:<file> (alpaca or chat messages, loss on the answers)' },
@@ -168,6 +169,7 @@ export const alignCommand: Command = {
     clip: { type: 'string', help: 'gradient clipping: maximum global norm (default 1.0; 0 = off)' },
     batch: { type: 'string', help: 'sequences per optimizer step, accumulated (default 4)' },
     seq: { type: 'string', help: 'tokens per sequence (default 512)' },
+    'loss-from': { type: 'string', help: 'score only targets at positions ≥ N of each sequence, training and validation (default 0 = all); e.g. the window size, to train the memory on what the window cannot see' },
     precision: { type: 'string', help: 'fp32 (default) or fp16: half-precision activations and gradients on GPU providers, fp32 master weights, dynamic loss scaling' },
     recompute: { type: 'boolean', help: 'recompute each layer in the backward pass instead of keeping its activations (less memory, a little slower)' },
     rank: { type: 'string', help: 'LoRA rank r (default 8)' },

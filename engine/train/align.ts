@@ -17,7 +17,7 @@ import type { ProviderChoice } from '../runtime/session';
 import { readPackage, type LoadedPackage } from '../titanize/package';
 import type { TpttSettings } from '../titanize/settings';
 import { hasCheckpoint, loadCheckpoint, saveCheckpoint, settingsDifferences, checkpointDir } from './checkpoint';
-import { bucketFor, bucketLengths, loadDataset, type DataSpec, type Dataset, type DatasetSummary, type TrainingSequence } from './data';
+import { bucketFor, bucketLengths, loadDataset, scoreFrom, type DataSpec, type Dataset, type DatasetSummary, type TrainingSequence } from './data';
 import { initLora, loraSlots, validateLoraSpec, type LoraSlot, type LoraSpec } from './lora';
 import { adamwStep, clipGradients, globalNorm, learningRate, learningRateByProgress, magSchedule, magWeightAt, newParamState, type MagSchedule, type ParamState } from './optimizer';
 import { mergeBlocker, writeAdapter, writeMergedPackage } from './output';
@@ -47,6 +47,11 @@ export interface AlignOptions {
   batch: number;
   /** Tokens per sequence (T). */
   sequence: number;
+  /**
+   * Score only targets at positions ≥ this within each sequence (training and validation; default 0 =
+   * all): long-context training puts the loss on the tokens a sliding window cannot see the whole past of.
+   */
+  lossFrom?: number;
   /**
    * fp16: half-precision activations and gradients in the training graph (GPU providers), with fp32
    * master weights and AdamW state in JavaScript and dynamic loss scaling; validation stays fp32.
@@ -183,6 +188,8 @@ function checkOptions(o: AlignOptions): void {
   if (!(o.weightDecay >= 0)) throw new ModelError(`weight decay must be ≥ 0, got ${o.weightDecay}`);
   if (!(o.clip >= 0)) throw new ModelError(`gradient clipping norm must be ≥ 0, got ${o.clip}`);
   if (o.sequence < 16) throw new ModelError(`sequences must hold at least 16 tokens, got ${o.sequence}`);
+  if (o.lossFrom !== undefined && (!Number.isInteger(o.lossFrom) || o.lossFrom < 0)) throw new ModelError(`--loss-from must be an integer ≥ 0, got ${o.lossFrom}`);
+  if (o.lossFrom !== undefined && o.lossFrom >= o.sequence) throw new ModelError(`--loss-from ${o.lossFrom} leaves nothing to score in sequences of ${o.sequence} tokens (--seq); use a value below ${o.sequence}`);
   validateLoraSpec(o.lora);
   if (o.precision === 'fp16' && o.provider === 'cpu') throw new ModelError('--precision fp16 trains on a GPU provider (webgpu or cuda); the CPU provider has no half-precision kernels for it — use fp32');
   if (o.data.kind === 'workspace') {
@@ -236,7 +243,8 @@ export async function align(options: AlignOptions): Promise<AlignReport> {
   const T = options.sequence;
   // Read what the planned steps consume (and at least 256K tokens, for variety), not a whole large workspace.
   const budget = options.steps && !options.minutes ? Math.max(Math.ceil(options.steps * options.batch * T * 1.05) + 2 * T, 1 << 18) : undefined;
-  const dataset = await loadDataset(options.data, tokenizer, {
+  const lossFrom = options.lossFrom ?? 0;
+  const loaded = await loadDataset(options.data, tokenizer, {
     sequence: T,
     validationFraction: options.validationFraction,
     maxValidationSequences: options.evalSequences ?? 32,
@@ -244,6 +252,8 @@ export async function align(options: AlignOptions): Promise<AlignReport> {
     signal: options.signal,
     onProgress: (message) => emit({ type: 'stage', message }),
   });
+  const dataset = scoreFrom(loaded, lossFrom);
+  if (dataset.train.length === 0) throw new ModelError(`--loss-from ${lossFrom}: no training sequence is longer than ${lossFrom} tokens; lower it`);
   emit({ type: 'data', summary: dataset.summary });
   const buckets = options.data.kind === 'jsonl' ? bucketLengths(T) : [T];
   const epochSteps = Math.ceil(dataset.train.length / options.batch);
@@ -263,6 +273,8 @@ export async function align(options: AlignOptions): Promise<AlignReport> {
     tptt: pkg.manifest.tptt ?? null,
     data: dataKey(dataset),
     sequence: T,
+    // Absent when 0, so checkpoints written before the option existed still resume.
+    ...(lossFrom > 0 ? { lossFrom } : {}),
     precision: options.precision ?? 'fp32',
     batch: options.batch,
     steps: Number.isFinite(totalSteps) ? totalSteps : null,
@@ -447,7 +459,7 @@ export async function align(options: AlignOptions): Promise<AlignReport> {
       out,
       provider,
       data: dataset.summary,
-      settings: { ...runSettings, evalEvery, checkpointEvery, magSchedule: mag, provider: sessions.provider?.reason ?? provider },
+      settings: { ...runSettings, lossFrom, evalEvery, checkpointEvery, magSchedule: mag, provider: sessions.provider?.reason ?? provider },
       steps: { done: step, total: Number.isFinite(totalSteps) ? totalSteps : step, resumedFrom: options.resume ? startStep : null },
       seconds,
       wallSeconds: wall(),

@@ -325,6 +325,34 @@ export async function jsonlDataset(file: string, tokenizer: TitanTokenizer, opti
   };
 }
 
+/**
+ * Long-context training: only targets at positions ≥ `from` of each sequence count in the loss (and in
+ * validation), so the loss falls on the tokens a sliding window of `from` tokens cannot see the whole
+ * prefix of. Earlier targets stay in the sequence as context. Sequences left with nothing to score are
+ * dropped (a short workspace tail, a short JSONL sample).
+ */
+export function scoreFrom(dataset: Dataset, from: number): Dataset {
+  if (from <= 0) return dataset;
+  const cut = (seqs: TrainingSequence[]) =>
+    seqs
+      .map((s) => {
+        const scored = s.scored.slice();
+        scored.fill(0, 0, Math.min(from, scored.length));
+        return { ...s, scored };
+      })
+      .filter((s) => s.scored.some((v) => v));
+  const train = cut(dataset.train);
+  const validation = cut(dataset.validation);
+  const dropped = dataset.train.length - train.length + dataset.validation.length - validation.length;
+  const notes = [...dataset.summary.notes];
+  if (dropped) notes.push(`${dropped} sequence${dropped === 1 ? '' : 's'} shorter than --loss-from ${from} + 1 tokens left out (nothing to score)`);
+  return {
+    train,
+    validation,
+    summary: { ...dataset.summary, trainSequences: train.length, validationSequences: validation.length, trainTokens: scoredCount(train), validationTokens: scoredCount(validation), notes },
+  };
+}
+
 export function loadDataset(spec: DataSpec, tokenizer: TitanTokenizer, options: DatasetOptions): Promise<Dataset> {
   return spec.kind === 'workspace' ? workspaceDataset(spec.dir, tokenizer, { ...options, exclude: spec.exclude, extraDirs: spec.extraDirs }) : jsonlDataset(spec.file, tokenizer, options);
 }

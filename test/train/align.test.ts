@@ -10,7 +10,12 @@ import * as path from 'node:path';
 import { readSafetensorsHeader } from '../../engine/model/safetensors';
 import { align, AlignCancelledError, type AlignEvent, type AlignOptions, type StepRecord } from '../../engine/train/align';
 import { runAlignJob } from '../../engine/train/align-job';
-import { runTitan, tinyTitanPackage, writeSyntheticWorkspace } from '../helpers/workspace';
+import { loadTokenizer } from '../../engine/model/tokenizer';
+import { readPackage } from '../../engine/titanize/package';
+import { loadDataset, scoreFrom } from '../../engine/train/data';
+import { loraSlots, shapeA, shapeB } from '../../engine/train/lora';
+import { TrainingSessions } from '../../engine/train/sessions';
+import { demoTitanPackage, runTitan, tinyTitanPackage, writeSyntheticWorkspace } from '../helpers/workspace';
 
 let root: string;
 let pkg: string;
@@ -174,6 +179,8 @@ describe('titan align (tiny model)', () => {
       [['align', pkg, '--data', `workspace:${path.join(root, 'nope')}`, '--out', path.join(root, 'o1')], 1, /does not exist or is not a folder/],
       [['align', pkg, '--data', `workspace:${ws}`, '--out', path.join(pkg, 'inside')], 1, /is inside the package being aligned/],
       [['align', pkg, '--data', `workspace:${ws}`, '--out', path.join(root, 'o2'), '--resume'], 1, /--resume: .* holds no checkpoint/],
+      [['align', pkg, '--data', `workspace:${ws}`, '--seq', '64', '--loss-from', '64', '--out', path.join(root, 'o3')], 1, /--loss-from 64 leaves nothing to score in sequences of 64 tokens \(--seq\); use a value below 64/],
+      [['align', pkg, '--data', `workspace:${ws}`, '--loss-from', '1.5'], 2, /--loss-from must be an integer, got "1.5"/],
     ];
     for (const [args, code, re] of cases) {
       const r = await runTitan(args);
@@ -181,5 +188,62 @@ describe('titan align (tiny model)', () => {
       assert.match(r.stderr, re);
       assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
     }
+  });
+});
+
+// --loss-from on the real demo model: the per-step loss is the mean NLL over the targets at positions
+// ≥ N only, as the evaluation graph scores them (with B = 0 the LoRA adds nothing, so step 1 sees the
+// converted model); validation counts the same positions; a resume with another value is refused.
+describe('titan align --loss-from (code-llama-19m)', () => {
+  const T = 128;
+  const N = 64;
+  let demo: string;
+  let demoWs: string;
+  before(() => {
+    demo = demoTitanPackage(path.join(root, 'demo-titan'), { operator_mode: 'delta_rule', mag_weight: 0.5, max_self_attn_length: 32, max_chunk_size: 32 });
+    demoWs = path.join(root, 'demo-ws');
+    writeSyntheticWorkspace(demoWs, { count: 3, lines: 14, seed: 7 });
+  });
+
+  test('the step loss is the mean NLL over positions ≥ N of the batch, and validation scores the same positions', async () => {
+    const tokenizer = loadTokenizer(demo);
+    const all = await loadDataset({ kind: 'workspace', dir: demoWs }, tokenizer, { sequence: T, maxValidationSequences: 8 });
+    const data = scoreFrom(all, N);
+    assert.ok(data.train.length >= 2 && data.train.length <= 6, `${data.train.length} training sequences`);
+    // One step over every training sequence: the order inside the step does not change the mean.
+    const lora = { r: 4, alpha: 8, dropout: 0, targets: ['q_proj', 'v_proj'] as AlignOptions['lora']['targets'], rslora: false };
+    const report = await align({ ...options(path.join(root, 'loss-from'), { packageDir: demo, data: { kind: 'workspace', dir: demoWs }, sequence: T, lossFrom: N, batch: data.train.length, steps: 1, evalSequences: 8, evalEvery: 0, merge: false, lora }) });
+    const stepLoss = (JSON.parse(fs.readFileSync(path.join(report.out, 'train-log.jsonl'), 'utf8').trim().split('\n')[0]) as StepRecord).loss;
+
+    const loaded = readPackage(demo);
+    const values = new Map<string, Float32Array>();
+    for (const s of loraSlots(loaded.config, lora)) {
+      values.set(s.a, new Float32Array(shapeA(s, lora.r).reduce((a, b) => a * b, 1)).fill(0.01));
+      values.set(s.b, new Float32Array(shapeB(s, lora.r).reduce((a, b) => a * b, 1)));
+    }
+    const sessions = new TrainingSessions(loaded, lora, { provider: 'cpu', threads: 1, workDir: path.join(root, 'loss-from-eval') });
+    let [sumFrom, countFrom, sumAll, countAll] = [0, 0, 0, 0];
+    try {
+      for (const seq of all.train) {
+        const { nll } = await sessions.run('eval', T, seq, values, 0.5, 1, null);
+        nll.forEach((v, i) => {
+          sumAll += v;
+          countAll++;
+          if (i >= N) {
+            sumFrom += v;
+            countFrom++;
+          }
+        });
+      }
+    } finally {
+      await sessions.release();
+    }
+    const expected = sumFrom / countFrom;
+    assert.ok(Math.abs(stepLoss - expected) <= 1e-5 * expected, `step loss ${stepLoss} vs mean NLL over positions ≥ ${N}: ${expected}`);
+    assert.ok(Math.abs(expected - sumAll / countAll) > 0.05, `positions ≥ ${N} (${expected}) must score differently from all (${sumAll / countAll}) for this check to mean anything`);
+    assert.equal(report.data.trainTokens, countFrom);
+    assert.equal(report.validation.before!.tokens, data.validation.reduce((s, q) => s + q.scored.reduce((a, b) => a + b, 0), 0));
+    assert.equal(report.settings.lossFrom, N);
+    await assert.rejects(align({ ...options(path.join(root, 'loss-from'), { packageDir: demo, data: { kind: 'workspace', dir: demoWs }, sequence: T, lossFrom: 32, batch: data.train.length, steps: 1, evalSequences: 8, evalEvery: 0, merge: false, lora, resume: true }) }), /settings differ from the checkpoint's \(.*lossFrom: 64 → 32/);
   });
 });
