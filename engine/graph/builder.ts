@@ -189,7 +189,7 @@ export class GraphBuilder {
       metadataProps: Object.entries(metadata).map(([key, value]) => ({ key, value })),
       graph: {
         name: this.name,
-        node: this.nodes,
+        node: withoutOutputCopies(this.nodes, this.outputs),
         input: this.inputs,
         output: this.outputs,
         initializer: [...this.initializers.values()],
@@ -229,6 +229,30 @@ export class GraphBuilder {
   opTypes(): Set<string> {
     return new Set(this.nodes.map((n) => n.opType ?? ''));
   }
+}
+
+/**
+ * The nodes with each output-renaming Identity (see `output()`) folded into the node that computes
+ * the value: the value takes the output's name and its readers follow. An Identity on a graph output
+ * is a copy kernel on every run; onnxruntime drops one only when nothing else reads the value, while
+ * state outputs are usually read further on too. Values that are graph inputs, weights or another
+ * output keep their Identity.
+ */
+function withoutOutputCopies(nodes: onnx.INodeProto[], outputs: onnx.IValueInfoProto[]): onnx.INodeProto[] {
+  const outputNames = new Set(outputs.map((o) => o.name ?? ''));
+  const produced = new Set(nodes.flatMap((n) => n.output ?? []));
+  const rename = new Map<string, string>();
+  const dropped = new Set<onnx.INodeProto>();
+  for (const n of nodes) {
+    const [from] = n.input ?? [];
+    const [to] = n.output ?? [];
+    if (n.opType !== 'Identity' || !outputNames.has(to) || !produced.has(from) || outputNames.has(from) || rename.has(from)) continue;
+    rename.set(from, to);
+    dropped.add(n);
+  }
+  if (rename.size === 0) return nodes;
+  const renamed = (names: string[] | null | undefined) => (names ?? []).map((name) => rename.get(name) ?? name);
+  return nodes.filter((n) => !dropped.has(n)).map((n) => ({ ...n, input: renamed(n.input), output: renamed(n.output) }));
 }
 
 function valueInfo(name: string, dtype: DType, shape: Dim[]): onnx.IValueInfoProto {
