@@ -44,6 +44,8 @@ export interface AttentionContext {
   newTokens: Value;
   /** Activation dtype of q, k, v, softmaxOut and of the value mix() must return. */
   dtype: 'float32' | 'float16';
+  /** The graph may use onnxruntime's fused kernels (DecoderGraphOptions.fusedOps). */
+  fusedOps: boolean;
 }
 
 export interface AttentionExtension {
@@ -70,6 +72,13 @@ export interface DecoderGraphOptions {
   compute?: 'float32' | 'float16';
   /** Required when the weight table holds 4-bit projection weights (int4Names). */
   int4?: Int4GraphSettings;
+  /**
+   * Inference graphs: onnxruntime's fused kernels (SimplifiedLayerNormalization, com.microsoft
+   * RotaryEmbedding; CPU, WebGPU and CUDA have them) in place of the handful of primitive ops each
+   * replaces. Every op is a kernel launch, and launches, not arithmetic, bound decoding. Off in
+   * training graphs: autodiff differentiates primitive ops only.
+   */
+  fusedOps?: boolean;
 }
 
 /** The package's projection weights: fused q/k/v, o, fused gate/up, down. */
@@ -108,10 +117,12 @@ export function buildDecoderGraph(g: GraphBuilder, config: ModelConfig, weights:
     const y = matMulNBits(g, x, stored(q.codes), w(q.scales), weights[q.zeroPoints] ? stored(q.zeroPoints) : null, { K, N, bits, ...options.int4 });
     return bias ? add(g, y, bias) : y;
   };
+  const fused = options.fusedOps === true;
   // Norms always compute in float32 (their weights are stored float32).
   const norm = (x: Value, name: string): Value => {
     const weight = weights[name].dtype === 'float32' ? stored(name) : cast(g, stored(name), 'float32');
-    const y = rmsNorm(g, act === 'float32' ? x : cast(g, x, 'float32'), weight, config.rmsNormEps);
+    const x32 = act === 'float32' ? x : cast(g, x, 'float32');
+    const y = fused ? g.op('SimplifiedLayerNormalization', [x32, weight], { axis: -1, epsilon: { float: config.rmsNormEps } }) : rmsNorm(g, x32, weight, config.rmsNormEps);
     return act === 'float32' ? y : cast(g, y, act);
   };
 
@@ -131,10 +142,19 @@ export function buildDecoderGraph(g: GraphBuilder, config: ModelConfig, weights:
   const invFreq = g.constant('float32', [1, d / 2], Float32Array.from(ropeInverseFrequencies(config.rope, d)));
   const angles = mul(g, unsqueeze(g, keyPositions, [1]), invFreq); // [S, d/2]
   const inAct = (x: Value) => (act === 'float32' ? x : cast(g, x, act));
-  const cosK = inAct(unsqueeze(g, g.op('Cos', [angles]), [1])); // [S, 1, d/2]
-  const sinK = inAct(unsqueeze(g, g.op('Sin', [angles]), [1]));
-  const cosQ = slice(g, cosK, pastLen, total, [0]); // [T, 1, d/2]
-  const sinQ = slice(g, sinK, pastLen, total, [0]);
+  const cosTable = inAct(g.op('Cos', [angles])); // [S, d/2]: position j's row
+  const sinTable = inAct(g.op('Sin', [angles]));
+  // The primitive RoPE's tables: [S, 1, d/2] for the keys, the new tokens' rows [T, 1, d/2] for the queries.
+  const unfused = fused
+    ? null
+    : (() => {
+        const cosK = unsqueeze(g, cosTable, [1]);
+        const sinK = unsqueeze(g, sinTable, [1]);
+        return { cosK, sinK, cosQ: slice(g, cosK, pastLen, total, [0]), sinQ: slice(g, sinK, pastLen, total, [0]) };
+      })();
+  /** Fused RoPE of [1, heads, N, d] (or [1, N, heads·d] with `heads`) at positions start, start+1, … */
+  const fusedRope = (x: Value, start: Value, heads?: number): Value =>
+    g.op('RotaryEmbedding', [x, start, cosTable, sinTable], { interleaved: 0, ...(heads ? { num_heads: heads } : {}) }, 1, undefined, 'com.microsoft');
 
   // Mask [T, S]: query at P+t sees key j when j ≤ P+t and P+t − j < window.
   const queryPos = unsqueeze(g, range(g, pastLen, newTokens), [1]); // [T, 1]
@@ -170,12 +190,19 @@ export function buildDecoderGraph(g: GraphBuilder, config: ModelConfig, weights:
       // The window cache keeps keys before RoPE; RoPE is applied to all S keys at their current positions.
       const keysAll = concat(g, [past[i].key, transpose(g, k, [1, 0, 2])], 1); // [Hk, S, d]
       const valuesAll = concat(g, [past[i].value, transpose(g, v, [1, 0, 2])], 1); // [Hk, S, d]
-      const kRot = rope(g, transpose(g, keysAll, [1, 0, 2]), cosK, sinK, d); // [S, Hk, d]
-      const qRot = rope(g, q, cosQ, sinQ, d); // [T, H, d]
-
-      // GQA without copies: queries grouped as [Hk, G, T, d] against keys [Hk, 1, S, d].
-      const qg = transpose(g, reshape(g, qRot, [-1, Hk, G, d]), [1, 2, 0, 3]); // [Hk, G, T, d]
-      const kT = unsqueeze(g, transpose(g, kRot, [1, 2, 0]), [1]); // [Hk, 1, d, S]
+      // GQA without copies: queries grouped as [Hk, G, T, d] against keys [Hk, 1, d, S].
+      let qg: Value;
+      let kT: Value;
+      if (!unfused) {
+        qg = transpose(g, reshape(g, fusedRope(reshape(g, q, [1, -1, H * d]), pastLen, H), [-1, Hk, G, d]), [1, 2, 0, 3]);
+        // (A 3-D swap of the last two axes: onnxruntime's CPU Transpose is far slower for the 4-D [1, 0, 3, 2].)
+        kT = unsqueeze(g, transpose(g, reshape(g, fusedRope(unsqueeze(g, keysAll, [0]), g.ints([0])), [Hk, -1, d]), [0, 2, 1]), [1]);
+      } else {
+        const kRot = rope(g, transpose(g, keysAll, [1, 0, 2]), unfused.cosK, unfused.sinK, d); // [S, Hk, d]
+        const qRot = rope(g, q, unfused.cosQ, unfused.sinQ, d); // [T, H, d]
+        qg = transpose(g, reshape(g, qRot, [-1, Hk, G, d]), [1, 2, 0, 3]);
+        kT = unsqueeze(g, transpose(g, kRot, [1, 2, 0]), [1]);
+      }
       const raw = matmul(g, qg, kT);
       const scores = add(g, mul(g, act === 'float32' ? raw : cast(g, raw, 'float32'), g.float(1 / Math.sqrt(d))), mask); // [Hk, G, T, S]
       const probs = inAct(g.op('Softmax', [scores], { axis: -1 }));
@@ -185,7 +212,7 @@ export function buildDecoderGraph(g: GraphBuilder, config: ModelConfig, weights:
       const oProj = (h: Value) => project('o', h, dense(h, p + 'o', H * d, oB));
       let attnOut = oProj(heads); // [T, C]
       if (options.extension) {
-        attnOut = options.extension.mix(g, { layer: i, q: qRaw, k: kRaw, v: vRaw, softmaxOut: attnOut, oProj, newTokens, dtype: act });
+        attnOut = options.extension.mix(g, { layer: i, q: qRaw, k: kRaw, v: vRaw, softmaxOut: attnOut, oProj, newTokens, dtype: act, fusedOps: fused });
       }
 
       // The window slides: keep the last `window` keys/values for the next run.

@@ -80,6 +80,7 @@ export class LizaExtension implements AttentionExtension {
   }
 
   mix(g: GraphBuilder, ctx: AttentionContext): Value {
+    if (this.mode === 'step' && this.settings.semantics === 'exact' && this.n === 1) return this.mixOneToken(g, ctx);
     const { H, Hk, d, n } = this;
     const i = ctx.layer;
     const tptt = this.settings.semantics === 'tptt-0.12';
@@ -91,7 +92,6 @@ export class LizaExtension implements AttentionExtension {
     const T = ctx.newTokens; // [1]
     // The linear branch and its state always compute in float32, whatever the activation dtype.
     const f32 = (x: Value) => (ctx.dtype === 'float32' ? x : g.op('Cast', [x], { to: 1 }));
-    const toAct = (x: Value) => (ctx.dtype === 'float32' ? x : g.op('Cast', [x], { to: 10 }));
     ctx = { ...ctx, q: f32(ctx.q), k: f32(ctx.k), v: f32(ctx.v), softmaxOut: f32(ctx.softmaxOut) };
 
     // ── gates from causally pooled raw k and v ──
@@ -147,9 +147,76 @@ export class LizaExtension implements AttentionExtension {
     else [out, sNext] = this.exactRun(g, qv, kv, vv, av, bv, sEff, T);
     g.output(unsqueeze(g, sNext, [0]), `state_out.${i}.S`, 'float32', [1, H, d, d]);
 
-    // ── merge heads, RMS-normalize, o_proj ──
-    const heads = reshape(g, transpose(g, out, [1, 0, 2]), [-1, H * d]); // [T, H·d]
-    const normed = div(g, heads, g.op('Sqrt', [add(g, g.op('ReduceMean', [mul(g, heads, heads), g.ints([-1])], { keepdims: 1 }), g.float(1e-6))]));
+    return this.gateWithSoftmax(g, ctx, reshape(g, transpose(g, out, [1, 0, 2]), [-1, H * d]));
+  }
+
+  /**
+   * The decode step (one token, exact semantics, order 1) in few, small ops. Decode is bound by the
+   * per-op cost of launching kernels, not by arithmetic (bench/gpu/README.md), so this is the general
+   * path's math rearranged for T = 1: the query heads stay grouped under their key/value head
+   * ([Hk, G, …]), so k̂, v̂ and the gates broadcast over the group instead of being repeated; q and k
+   * share one feature map; pooling is one mean over the last three rows. Same state layout as the
+   * segment graph, which the step alternates with.
+   */
+  private mixOneToken(g: GraphBuilder, ctx: AttentionContext): Value {
+    const { H, Hk, d } = this;
+    const G = H / Hk;
+    const i = ctx.layer;
+    const rc = this.settings.recurrent_config;
+    const sIn = g.input(`state_in.${i}.S`, 'float32', ['Ps', H, d, d]);
+    const poolKIn = g.input(`state_in.${i}.pool_k`, 'float32', ['Pk', Hk * d]);
+    const poolVIn = g.input(`state_in.${i}.pool_v`, 'float32', ['Pk', Hk * d]);
+    const f32 = (x: Value) => (ctx.dtype === 'float32' ? x : g.op('Cast', [x], { to: 1 }));
+    ctx = { ...ctx, q: f32(ctx.q), k: f32(ctx.k), v: f32(ctx.v), softmaxOut: f32(ctx.softmaxOut) };
+
+    // Gates: the mean of this token's raw row and the two before it; at the stream start (no rows
+    // carried) the token stands in for the missing ones, as in causalMean.
+    const pooled = (x: Value, histIn: Value, name: string): Value => {
+      const rows = concat(g, [x, x, histIn, x], 0); // [3 + Pk, Hk·d]
+      g.output(slice(g, rows, [-2], [2 ** 62], [0]), `state_out.${i}.${name}`, 'float32', [2, Hk * d]);
+      return g.op('ReduceMean', [slice(g, rows, [-3], [2 ** 62], [0]), g.ints([0])], { keepdims: 1 }); // [1, Hk·d]
+    };
+    const perKvHead = (x: Value) => reshape(g, x, [Hk, 1, 1, d]);
+    const poolK = pooled(ctx.k, poolKIn, 'pool_k');
+    const poolV = pooled(ctx.v, poolVIn, 'pool_v');
+    // Only the gates the recurrent config uses are built (the pooled rows are carried either way).
+    const gates = new Map<'k' | 'v', Value>();
+    const gateOf = (x: 'k' | 'v'): Value => gates.get(x) ?? gates.set(x, perKvHead(sigmoid(g, x === 'k' ? poolK : poolV))).get(x)!;
+    const gate = (choice: GateChoice): Value | null => (choice === 'k' || choice === 'v' ? gateOf(choice) : choice === 'kv' ? mul(g, gateOf('k'), gateOf('v')) : null);
+    const alpha = gate(rc.alpha_gate);
+    const beta = gate(rc.beta_gate) ?? g.float(0.5);
+
+    // Features q̂ = L2norm(silu(q)), k̂ likewise, in one pass over [Hk, G+1, 1, d]; v̂ = v/√d.
+    const qk = concat(g, [reshape(g, ctx.q, [Hk, G, 1, d]), perKvHead(ctx.k)], 1);
+    const features = l2Normalize(g, silu(g, qk), 1e-6);
+    const q = slice(g, features, [0], [G], [1]); // [Hk, G, 1, d]
+    const k = slice(g, features, [G], [G + 1], [1]); // [Hk, 1, 1, d]
+    const v = mul(g, perKvHead(ctx.v), g.float(1 / Math.sqrt(d)));
+
+    // S̃ = S·diag(α); u = β⊙v̂ − S̃ᵀ(β⊙k̂); S ← S̃ + k̂uᵀ; o = Sᵀq̂. S is [Hk, G, d, d]; the carried
+    // state is the last of (zeros, state_in), so a stream start reads zeros.
+    const zeros = g.constant('float32', [1, H, d, d], new Float32Array(H * d * d));
+    const s0 = reshape(g, slice(g, concat(g, [zeros, sIn], 0), [-1], [2 ** 62], [0]), [Hk, G, d, d]);
+    const decayed = alpha ? mul(g, s0, alpha) : s0;
+    const u = sub(g, mul(g, v, beta), matmul(g, mul(g, k, beta), decayed)); // [Hk, G, 1, d]
+    const sNext = add(g, decayed, matmul(g, reshape(g, k, [Hk, 1, d, 1]), u));
+    // The token reads the state it wrote; the squash (non-linear modes) applies to what is carried on.
+    const carried = rc.linear ? sNext : this.activateAt(g, sNext, this.endsChunk(g, g.ints([1])));
+    g.output(reshape(g, carried, [1, H, d, d]), `state_out.${i}.S`, 'float32', [1, H, d, d]);
+    const out = matmul(g, q, sNext); // [Hk, G, 1, d]: head h = kv·G + g, as repeat_interleave orders them
+    return this.gateWithSoftmax(g, ctx, reshape(g, out, [1, H * d]));
+  }
+
+  /**
+   * The linear branch's heads [T, H·d] → RMS-normalized → o_proj, mixed with the softmax branch by
+   * Memory-as-Gate. `ctx` holds float32 values here; the result is in the activation dtype.
+   */
+  private gateWithSoftmax(g: GraphBuilder, ctx: AttentionContext, heads: Value): Value {
+    const toAct = (x: Value) => (ctx.dtype === 'float32' ? x : g.op('Cast', [x], { to: 10 }));
+    const f32 = (x: Value) => (ctx.dtype === 'float32' ? x : g.op('Cast', [x], { to: 1 }));
+    const normed = ctx.fusedOps
+      ? g.op('SimplifiedLayerNormalization', [heads, g.constant('float32', [this.H * this.d], new Float32Array(this.H * this.d).fill(1))], { axis: -1, epsilon: { float: 1e-6 } })
+      : div(g, heads, g.op('Sqrt', [add(g, g.op('ReduceMean', [mul(g, heads, heads), g.ints([-1])], { keepdims: 1 }), g.float(1e-6))]));
     let linearOut = f32(ctx.oProj(toAct(normed))); // [T, C]
     if (this.settings.base_scale_attn) {
       const rms = g.op('Sqrt', [add(g, g.op('ReduceMean', [mul(g, ctx.softmaxOut, ctx.softmaxOut), g.ints([-1])], { keepdims: 1 }), g.float(1e-5))]);

@@ -83,7 +83,7 @@ function lizaBlock(g: GraphBuilder, input: TpttSettingsInput, T: number) {
   g.captureOutputs((name, value) => states.set(name, value));
   const ext = new LizaExtension(CONFIG, settings, 'segment');
   ext.declare(g);
-  const out = ext.mix(g, { layer: 0, q: q.value, k: k.value, v: v.value, softmaxOut: soft.value, oProj: (h) => linear(g, h, oW), newTokens: g.ints([T]), dtype: 'float32' });
+  const out = ext.mix(g, { layer: 0, q: q.value, k: k.value, v: v.value, softmaxOut: soft.value, oProj: (h) => linear(g, h, oW), newTokens: g.ints([T]), dtype: 'float32', fusedOps: false });
   g.bindInputs(null);
   g.captureOutputs(null);
   // The carried state matters too: later runs (and the next chunk) read it.
