@@ -46,7 +46,6 @@ export const streamCommand: Command = {
     provider: providerOption,
     threads: threadsOption,
     'host-state': { type: 'boolean', help: 'WebGPU: copy the run state through host memory every run (the default keeps it on the device), for comparison' },
-    'dispatch-batch': { type: 'string', help: 'WebGPU: kernels recorded per command-buffer submit (1–4096; onnxruntime default 16)' },
     json: { type: 'boolean', help: 'print the report as JSON' },
     out: { type: 'string', help: 'also write the JSON report to this file' },
   },
@@ -64,8 +63,7 @@ export const streamCommand: Command = {
     });
     const provider = choice<ProviderChoice>(ctx, 'provider', ['auto', 'webgpu', 'cuda', 'cpu'], 'auto');
     const threads = int(ctx, 'threads', 0, 0) || undefined;
-    const dispatchBatch = str(ctx, 'dispatch-batch') === undefined ? undefined : int(ctx, 'dispatch-batch', 16, 1);
-    const model = await WorkerModel.open(dir, { provider, threads, profilePrefix: str(ctx, 'profile'), stateOnDevice: !flag(ctx, 'host-state'), dispatchBatch });
+    const model = await WorkerModel.open(dir, { provider, threads, profilePrefix: str(ctx, 'profile'), stateOnDevice: !flag(ctx, 'host-state') });
     const log = (line: string) => process.stderr.write(line + '\n');
     try {
       const V = model.pkg.config.vocabSize;
@@ -145,7 +143,6 @@ export const streamCommand: Command = {
         fractionOfMatmulPeak: peak ? (sustained * flopPerToken) / 1e12 / peak.tflops : null,
         idleDeviceMiB: idle,
         stateOnDevice: !flag(ctx, 'host-state') && model.provider.provider === 'webgpu',
-        dispatchBatch: dispatchBatch ?? null,
         // Run state copied between host and device memory per prefill call (0 on the CPU provider).
         stateBytesCopiedPerSegment: segments ? segmentBytesCopied / segments : 0,
         points,

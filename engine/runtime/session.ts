@@ -46,18 +46,12 @@ export interface RunnerOptions {
    * Default true: on the H200 it made decode 2.7× and prefill 1.6× faster (bench/gpu/README.md).
    */
   stateOnDevice?: boolean;
-  /**
-   * WebGPU: kernels recorded before a command buffer is submitted (onnxruntime's
-   * maxNumPendingDispatches, 1–4096; its default is 16). Each submit costs host time.
-   */
-  dispatchBatch?: number;
 }
 
 /** Session settings beyond the provider order, applied where the provider uses them. */
 interface SessionTuning {
   threads?: number;
   profilePrefix?: string;
-  dispatchBatch?: number;
   /** Outputs to leave in WebGPU device memory. */
   deviceOutputs?: string[];
 }
@@ -104,9 +98,6 @@ function hasGpuDeviceNode(): boolean {
 
 /** Opens a graph on the requested provider (auto: cuda, then webgpu, then cpu), with the reasons for the choice. */
 export async function createSession(fileFor: (ep: 'cuda' | 'webgpu' | 'cpu') => string, provider: ProviderChoice, threads?: number, profilePrefix?: string, tuning: Omit<SessionTuning, 'threads' | 'profilePrefix'> = {}): Promise<{ session: ort.InferenceSession; report: ProviderReport }> {
-  if (tuning.dispatchBatch !== undefined && (!Number.isInteger(tuning.dispatchBatch) || tuning.dispatchBatch < 1 || tuning.dispatchBatch > 4096)) {
-    throw new ModelError(`the WebGPU dispatch batch must be an integer from 1 to 4096, got ${tuning.dispatchBatch}`);
-  }
   const base: ort.InferenceSession.SessionOptions = {
     graphOptimizationLevel: 'all',
     // Native warnings (e.g. shape ops placed on the CPU by design) would clutter the CLI's stderr.
@@ -142,7 +133,6 @@ export async function createSession(fileFor: (ep: 'cuda' | 'webgpu' | 'cpu') => 
 /** WebGPU-only session settings: onnxruntime reads them from the session's config entries. */
 function webgpuOptions(tuning: Omit<SessionTuning, 'threads' | 'profilePrefix'>): ort.InferenceSession.SessionOptions {
   const options: ort.InferenceSession.SessionOptions = {};
-  if (tuning.dispatchBatch !== undefined) options.extra = { 'ep.webgpuexecutionprovider.maxNumPendingDispatches': String(tuning.dispatchBatch) };
   if (tuning.deviceOutputs?.length) options.preferredOutputLocation = Object.fromEntries(tuning.deviceOutputs.map((name) => [name, 'gpu-buffer' as const]));
   return options;
 }
@@ -234,7 +224,7 @@ export class ModelRunner {
     const stateOnDevice = options.stateOnDevice ?? true;
     // Only WebGPU sessions use the list; an explicit CPU run need not read the graph for it.
     const deviceOutputs = (file: string) => (stateOnDevice && options.provider !== 'cpu' ? graphOutputNames(file).filter((n) => n !== 'logits') : undefined);
-    const { session, report } = await createSession(fileFor, options.provider ?? 'auto', options.threads, options.profilePrefix, { dispatchBatch: options.dispatchBatch, deviceOutputs: deviceOutputs(fileFor('webgpu')) });
+    const { session, report } = await createSession(fileFor, options.provider ?? 'auto', options.threads, options.profilePrefix, { deviceOutputs: deviceOutputs(fileFor('webgpu')) });
     const meta = session.inputMetadata as readonly { name: string; isTensor: boolean; type?: string; shape?: readonly (number | string)[] }[];
     const stateInputs = meta
       .filter((m) => !RUN_INPUTS.has(m.name))
@@ -244,7 +234,7 @@ export class ModelRunner {
     const stepFile = pick(report.provider, graphs.step, graphs.stepFp16);
     if (stepFile) {
       const file = path.join(pkg.dir, stepFile);
-      step = (await createSession(() => file, report.provider, options.threads, options.profilePrefix && `${options.profilePrefix}-step`, { dispatchBatch: options.dispatchBatch, deviceOutputs: deviceOutputs(file) })).session;
+      step = (await createSession(() => file, report.provider, options.threads, options.profilePrefix && `${options.profilePrefix}-step`, { deviceOutputs: deviceOutputs(file) })).session;
     }
     const download = stateOnDevice && report.provider === 'webgpu' ? await openDownloadSession(stateInputs) : null;
     return new ModelRunner(pkg, session, report, stateInputs, { call_start: names.has('call_start'), stream_position: names.has('stream_position') }, step, download);

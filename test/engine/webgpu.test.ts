@@ -88,7 +88,7 @@ test('WebGPU: state kept in device memory between runs gives the same logits and
     const out = path.join(dir, 'titan');
     titanize(ckpt.dir, out, { operator_mode: 'delta_rule', max_self_attn_length: 16, max_chunk_size: 8 }, { dtype: 'fp16' });
     const host = await ModelRunner.open(out, { provider: 'webgpu', stateOnDevice: false });
-    const device = await ModelRunner.open(out, { provider: 'webgpu', dispatchBatch: 256 });
+    const device = await ModelRunner.open(out, { provider: 'webgpu' });
     try {
       assert.equal(host.stateOnDevice, false);
       assert.equal(device.stateOnDevice, true);
