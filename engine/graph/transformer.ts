@@ -118,8 +118,11 @@ export function buildDecoderGraph(g: GraphBuilder, config: ModelConfig, weights:
     return bias ? add(g, y, bias) : y;
   };
   const fused = options.fusedOps === true;
-  // Norms always compute in float32 (their weights are stored float32).
+  // Norms always compute in float32 (their weights are stored float32). onnxruntime's fused kernel
+  // accumulates in float32 whatever its input, so half-precision graphs give it half-precision x and
+  // weight directly instead of casting around it (CPU and WebGPU; checked on sums that overflow fp16).
   const norm = (x: Value, name: string): Value => {
+    if (fused && act === 'float16') return g.op('SimplifiedLayerNormalization', [x, w(name)], { axis: -1, epsilon: { float: config.rmsNormEps } });
     const weight = weights[name].dtype === 'float32' ? stored(name) : cast(g, stored(name), 'float32');
     const x32 = act === 'float32' ? x : cast(g, x, 'float32');
     const y = fused ? g.op('SimplifiedLayerNormalization', [x32, weight], { axis: -1, epsilon: { float: config.rmsNormEps } }) : rmsNorm(g, x32, weight, config.rmsNormEps);

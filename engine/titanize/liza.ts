@@ -19,6 +19,7 @@ import type { GraphBuilder, Value } from '../graph/builder';
 import { add, concat, dimOf, div, l2Normalize, matmul, mul, reshape, sigmoid, silu, slice, sub, transpose, unsqueeze } from '../graph/ops';
 import type { AttentionContext, AttentionExtension } from '../graph/transformer';
 import type { ModelConfig } from '../model/config';
+import { floatToHalf } from '../model/safetensors';
 import type { GateChoice, TpttSettings } from './settings';
 
 /** Virtual-token sequence length a run is padded to: the next power of two ≥ order × chunk. */
@@ -32,14 +33,22 @@ export function multiChunk(settings: TpttSettings): boolean {
   return settings.semantics === 'exact' && settings.recurrent_config.alpha_gate === 'c';
 }
 
-/** Real tokens one graph run accepts (the runtime cuts longer calls; runs never cross a chunk boundary they cannot hold). */
-export function runCapacity(settings: TpttSettings): number {
+/**
+ * Real tokens one graph run accepts (the runtime cuts longer calls; runs never cross a chunk boundary
+ * they cannot hold): `runTokens` rounded down to whole chunks for multi-chunk graphs, else one chunk.
+ */
+export function runCapacity(settings: TpttSettings, runTokens = DEFAULT_RUN_TOKENS): number {
   const C = settings.max_chunk_size;
-  return multiChunk(settings) ? C * Math.max(1, Math.floor(RUN_TOKENS / C)) : C;
+  return multiChunk(settings) ? C * Math.max(1, Math.floor(runTokens / C)) : C;
 }
 
-/** Target run length for multi-chunk graphs: long enough to amortize per-run costs. */
-const RUN_TOKENS = 512;
+/**
+ * Default run length of multi-chunk graphs: long enough to amortize per-run costs on the CPU. GPU
+ * providers pay per kernel launch, so longer runs (`titanize --run-tokens`) spread more of that.
+ */
+export const DEFAULT_RUN_TOKENS = 512;
+/** The longest run a package may ask for (memory for activations grows with it). */
+export const MAX_RUN_TOKENS = 8192;
 
 /** The reference's initial state value (tptt-0.12 semantics); exact semantics start from zero. */
 const TPTT_INITIAL_STATE = 1e-6;
@@ -61,15 +70,18 @@ export class LizaExtension implements AttentionExtension {
     private readonly settings: TpttSettings,
     /** `segment`: runs of 1..runCapacity tokens; `step`: exactly one token (the decode graph). */
     private readonly mode: 'segment' | 'step' = 'segment',
-    /** Training graphs: μ from a graph value (a float scalar) instead of the settings' constant, for μ schedules. */
-    private readonly options: { magWeight?: Value } = {},
+    /**
+     * magWeight — training graphs: μ from a graph value (a float scalar) instead of the settings'
+     * constant, for μ schedules. runTokens — the package's run length (runCapacity).
+     */
+    private readonly options: { magWeight?: Value; runTokens?: number } = {},
   ) {
     this.H = config.numHeads;
     this.Hk = config.numKvHeads;
     this.d = config.headDim;
     this.n = settings.recurrent_config.order;
     this.Np = paddedVirtualLength(settings);
-    this.slots = runCapacity(settings) / settings.max_chunk_size;
+    this.slots = runCapacity(settings, options.runTokens) / settings.max_chunk_size;
   }
 
   declare(g: GraphBuilder): void {
@@ -92,7 +104,8 @@ export class LizaExtension implements AttentionExtension {
     const T = ctx.newTokens; // [1]
     // The linear branch and its state always compute in float32, whatever the activation dtype.
     const f32 = (x: Value) => (ctx.dtype === 'float32' ? x : g.op('Cast', [x], { to: 1 }));
-    ctx = { ...ctx, q: f32(ctx.q), k: f32(ctx.k), v: f32(ctx.v), softmaxOut: f32(ctx.softmaxOut) };
+    const softmaxAct = ctx.softmaxOut;
+    ctx = { ...ctx, q: f32(ctx.q), k: f32(ctx.k), v: f32(ctx.v) };
 
     // ── gates from causally pooled raw k and v ──
     const [poolK, poolKOut] = this.causalMean(g, ctx.k, poolKIn, T, tptt);
@@ -147,7 +160,7 @@ export class LizaExtension implements AttentionExtension {
     else [out, sNext] = this.exactRun(g, qv, kv, vv, av, bv, sEff, T);
     g.output(unsqueeze(g, sNext, [0]), `state_out.${i}.S`, 'float32', [1, H, d, d]);
 
-    return this.gateWithSoftmax(g, ctx, reshape(g, transpose(g, out, [1, 0, 2]), [-1, H * d]));
+    return this.gateWithSoftmax(g, ctx, softmaxAct, reshape(g, transpose(g, out, [1, 0, 2]), [-1, H * d]));
   }
 
   /**
@@ -167,7 +180,8 @@ export class LizaExtension implements AttentionExtension {
     const poolKIn = g.input(`state_in.${i}.pool_k`, 'float32', ['Pk', Hk * d]);
     const poolVIn = g.input(`state_in.${i}.pool_v`, 'float32', ['Pk', Hk * d]);
     const f32 = (x: Value) => (ctx.dtype === 'float32' ? x : g.op('Cast', [x], { to: 1 }));
-    ctx = { ...ctx, q: f32(ctx.q), k: f32(ctx.k), v: f32(ctx.v), softmaxOut: f32(ctx.softmaxOut) };
+    const softmaxAct = ctx.softmaxOut;
+    ctx = { ...ctx, q: f32(ctx.q), k: f32(ctx.k), v: f32(ctx.v) };
 
     // Gates: the mean of this token's raw row and the two before it; at the stream start (no rows
     // carried) the token stands in for the missing ones, as in causalMean.
@@ -204,29 +218,37 @@ export class LizaExtension implements AttentionExtension {
     const carried = rc.linear ? sNext : this.activateAt(g, sNext, this.endsChunk(g, g.ints([1])));
     g.output(reshape(g, carried, [1, H, d, d]), `state_out.${i}.S`, 'float32', [1, H, d, d]);
     const out = matmul(g, q, sNext); // [Hk, G, 1, d]: head h = kv·G + g, as repeat_interleave orders them
-    return this.gateWithSoftmax(g, ctx, reshape(g, out, [1, H * d]));
+    return this.gateWithSoftmax(g, ctx, softmaxAct, reshape(g, out, [1, H * d]));
   }
 
   /**
    * The linear branch's heads [T, H·d] → RMS-normalized → o_proj, mixed with the softmax branch by
-   * Memory-as-Gate. `ctx` holds float32 values here; the result is in the activation dtype.
+   * Memory-as-Gate. `ctx` holds float32 q, k, v here, `softmaxAct` the softmax branch in the
+   * activation dtype; the result is in the activation dtype.
    */
-  private gateWithSoftmax(g: GraphBuilder, ctx: AttentionContext, heads: Value): Value {
+  private gateWithSoftmax(g: GraphBuilder, ctx: AttentionContext, softmaxAct: Value, heads: Value): Value {
     const toAct = (x: Value) => (ctx.dtype === 'float32' ? x : g.op('Cast', [x], { to: 10 }));
     const f32 = (x: Value) => (ctx.dtype === 'float32' ? x : g.op('Cast', [x], { to: 1 }));
     const normed = ctx.fusedOps
       ? g.op('SimplifiedLayerNormalization', [heads, g.constant('float32', [this.H * this.d], new Float32Array(this.H * this.d).fill(1))], { axis: -1, epsilon: { float: 1e-6 } })
       : div(g, heads, g.op('Sqrt', [add(g, g.op('ReduceMean', [mul(g, heads, heads), g.ints([-1])], { keepdims: 1 }), g.float(1e-6))]));
+    const mu = this.settings.mag_weight;
+    const muValue = this.options.magWeight;
+    if (ctx.fusedOps && ctx.dtype === 'float16' && !muValue && !this.settings.base_scale_attn && !this.settings.cross_gate) {
+      // Half-precision inference: the plain gate mixes in the activation dtype, as the residual add
+      // after it does — three casts a layer fewer, and casts are a GPU step's most frequent kernel.
+      const half = (x: number) => g.constant('float16', [], [floatToHalf(x)]);
+      return add(g, mul(g, softmaxAct, half(1 - mu)), mul(g, ctx.oProj(toAct(normed)), half(mu)));
+    }
+    const softmaxOut = f32(softmaxAct);
     let linearOut = f32(ctx.oProj(toAct(normed))); // [T, C]
     if (this.settings.base_scale_attn) {
-      const rms = g.op('Sqrt', [add(g, g.op('ReduceMean', [mul(g, ctx.softmaxOut, ctx.softmaxOut), g.ints([-1])], { keepdims: 1 }), g.float(1e-5))]);
+      const rms = g.op('Sqrt', [add(g, g.op('ReduceMean', [mul(g, softmaxOut, softmaxOut), g.ints([-1])], { keepdims: 1 }), g.float(1e-5))]);
       linearOut = mul(g, rms, linearOut);
     }
 
     // ── Memory-as-Gate ──
-    const mu = this.settings.mag_weight;
-    const muValue = this.options.magWeight;
-    const softW = mul(g, ctx.softmaxOut, muValue ? sub(g, g.float(1), muValue) : g.float(1 - mu));
+    const softW = mul(g, softmaxOut, muValue ? sub(g, g.float(1), muValue) : g.float(1 - mu));
     const linW = mul(g, linearOut, muValue ?? g.float(mu));
     let mixed = add(g, softW, linW);
     if (this.settings.cross_gate) mixed = add(g, mixed, mul(g, softW, linW));
@@ -358,21 +380,24 @@ export class LizaExtension implements AttentionExtension {
     const causal = g.constant('bool', [C, Np], outputMaskValues(C, Np, n));
     const QK = g.op('Where', [causal, matmul(g, Q, transpose(g, K, [0, 1, 3, 2])), g.float(0)]); // [H, slots, C, Np]
     const KT = transpose(g, K, [0, 1, 3, 2]);
-    const slot = (x: Value, j: number) => g.op('Gather', [x, g.int(j)], { axis: 1 });
-    let S = s0;
+    // Every slot's blocks by Splits (not a Gather per slot and tensor: kernel launches dominate on GPU
+    // providers); the slot axis stays as a size-1 axis, S is carried as [H, 1, d, d].
+    const [UtJ, WtJ, QJ, QKJ, KTJ] = [Ut, Wt, Q, QK, KT].map((x) => splitOnes(g, x, 1, slots));
+    let S = unsqueeze(g, s0, [1]);
     const outs: Value[] = [];
     for (let j = 0; j < slots; j++) {
-      const U = sub(g, slot(Ut, j), matmul(g, slot(Wt, j), S)); // [H, Np, d]
-      outs.push(add(g, matmul(g, slot(Q, j), S), matmul(g, slot(QK, j), U))); // [H, C, d]
-      S = add(g, S, matmul(g, slot(KT, j), U));
+      const U = sub(g, UtJ[j], matmul(g, WtJ[j], S)); // [H, 1, Np, d]
+      outs.push(add(g, matmul(g, QJ[j], S), matmul(g, QKJ[j], U))); // [H, 1, C, d]
+      S = add(g, S, matmul(g, KTJ[j], U));
       // Slot j ends at a chunk boundary when the run reaches it: (j+1)·C − offset ≤ T.
       if (!this.settings.recurrent_config.linear) {
         const reached = g.op('LessOrEqual', [sub(g, g.ints([(j + 1) * C]), offset), T]);
         S = this.activateAt(g, S, reached);
       }
     }
-    const all = concat(g, outs, 1); // [H, slots·C, d]
+    const all = reshape(g, concat(g, outs, 2), [H, slots * C, d]);
     const out = slice(g, all, offset, add(g, offset, T), [1]); // [H, T, d]
+    S = g.op('Squeeze', [S, g.ints([1])]);
     return [out, S];
   }
 
@@ -543,6 +568,22 @@ export class LizaExtension implements AttentionExtension {
     void T;
     return [out!, this.activateAt(g, hEnd, null)];
   }
+}
+
+/**
+ * Outputs per Split node: a WebGPU shader binds at most 8 storage buffers (input + outputs) on every
+ * adapter the standard admits (the H200 allows 16; onnxruntime fails a node that needs more).
+ */
+const SPLIT_FANOUT = 7;
+
+/** `count` size-1 pieces of axis `axis` of x, by a tree of Splits of at most SPLIT_FANOUT outputs. */
+export function splitOnes(g: GraphBuilder, x: Value, axis: number, count: number): Value[] {
+  if (count === 1) return [x];
+  if (count <= SPLIT_FANOUT) return g.op('Split', [x], { axis, num_outputs: count }, count);
+  const groups = Math.min(SPLIT_FANOUT, Math.ceil(count / SPLIT_FANOUT));
+  const sizes = Array.from({ length: groups }, (_, i) => Math.floor(count / groups) + (i < count % groups ? 1 : 0));
+  const parts = g.op('Split', [x, g.ints(sizes)], { axis }, groups);
+  return parts.flatMap((part, i) => splitOnes(g, part, axis, sizes[i]));
 }
 
 function binomial(n: number, k: number): number {
