@@ -81,7 +81,7 @@ const CLI_OPTION_OF: Record<TrainedSettingKey, string> = {
 
 export const titanizeCommand: Command = {
   name: 'titanize',
-  usage: 'titanize <hf-dir> --out <dir> [--operator MODE] [--mag-weight μ] [--cross-gate] [--base-scale-attn] [--window W] [--chunk C] [--semantics exact|tptt-0.12] [--adapter DIR] [--dtype fp32|fp16] [--quantize int4 [--quant-block B] [--quant-symmetric] [--quant-head int8|int4|keep] [--quant-accuracy 0|1|4]] [--json]',
+  usage: 'titanize <hf-dir> --out <dir> [--operator MODE] [--mag-weight μ] [--cross-gate] [--base-scale-attn] [--window W] [--chunk C] [--semantics exact|tptt-0.12] [--run-tokens N] [--adapter DIR] [--dtype fp32|fp16] [--quantize int4 [--quant-block B] [--quant-symmetric] [--quant-head int8|int4|keep] [--quant-accuracy 0|1|4]] [--json]',
   summary: 'Convert a Hugging Face checkpoint into a Titan package: LiZA linear attention + Memory-as-Gate in every layer.',
   options: {
     out: { type: 'string', help: 'package folder to write' },
@@ -93,6 +93,7 @@ export const titanizeCommand: Command = {
     window: { type: 'string', help: 'softmax window W in tokens (max_self_attn_length; default unbounded)' },
     chunk: { type: 'string', help: 'max_chunk_size C: tokens per chunk of the linear branch (default 64)' },
     semantics: { type: 'string', help: 'exact (default: a true recurrence) or tptt-0.12 (the reference library, quirks included)' },
+    'run-tokens': { type: 'string', help: 'tokens per graph run (default 512): longer runs spread the per-kernel launch cost of GPU providers over more tokens, at more activation memory; exact-semantics delta rule / delta product packages' },
     adapter: { type: 'string', help: 'merge a TPTT/PEFT LoRA adapter folder into the projections; the TPTT settings its config.json records (titan align writes them) are used where no option is given' },
     dtype: { type: 'string', help: 'weight precision: fp32 (default) or fp16' },
     ...quantizeOptions,
@@ -106,6 +107,7 @@ export const titanizeCommand: Command = {
     const dtype = choice<PackageDType>(ctx, 'dtype', ['fp32', 'fp16'], 'fp32');
     const quantization = quantizationFromArgs(ctx);
     const input = settingsFromArgs(ctx);
+    const runTokens = str(ctx, 'run-tokens') === undefined ? undefined : int(ctx, 'run-tokens', 0, 1);
     const adapterDir = str(ctx, 'adapter');
     let transformTensor: ((name: string, data: Float32Array, shape: number[]) => Float32Array) | undefined;
     let adapterInfo: Record<string, unknown> | undefined;
@@ -131,10 +133,11 @@ export const titanizeCommand: Command = {
       }
     }
     const t0 = performance.now();
-    const { pkg, settings } = titanize(source, out, input, { dtype, quantization, transformTensor, adapter: adapterIdentity });
+    const { pkg, settings } = titanize(source, out, input, { dtype, quantization, transformTensor, adapter: adapterIdentity, runTokens });
     const seconds = (performance.now() - t0) / 1000;
     const bytes = fs.statSync(path.join(pkg.dir, 'weights.bin')).size;
-    if (flag(ctx, 'json')) process.stdout.write(JSON.stringify({ package: pkg.dir, kind: 'titan', dtype, quantization, tptt: settings, adapter: adapterInfo ?? null, weightsBytes: bytes, seconds }) + '\n');
-    else process.stdout.write(`wrote ${pkg.dir} (Titan ${settings.operator_mode}, μ ${settings.mag_weight}, window ${settings.max_self_attn_length ?? 'unbounded'}, chunk ${settings.max_chunk_size}, ${settings.semantics}, ${dtype}${quantizationLabel(quantization)}) in ${seconds.toFixed(1)} s\n`);
+    const runLength = pkg.manifest.runCapacity ?? settings.max_chunk_size;
+    if (flag(ctx, 'json')) process.stdout.write(JSON.stringify({ package: pkg.dir, kind: 'titan', dtype, quantization, tptt: settings, runTokens: runLength, adapter: adapterInfo ?? null, weightsBytes: bytes, seconds }) + '\n');
+    else process.stdout.write(`wrote ${pkg.dir} (Titan ${settings.operator_mode}, μ ${settings.mag_weight}, window ${settings.max_self_attn_length ?? 'unbounded'}, chunk ${settings.max_chunk_size}, runs of ${runLength} tokens, ${settings.semantics}, ${dtype}${quantizationLabel(quantization)}) in ${seconds.toFixed(1)} s\n`);
   },
 };

@@ -117,7 +117,7 @@ export function buildTrainingForward(g: GraphBuilder, pkg: LoadedPackage, option
       buildDecoderGraph(g, config, manifest.weights.tensors, {
         window: manifest.window,
         compute,
-        extension: settings ? new LizaExtension(config, settings, 'segment', { magWeight: mag! }) : undefined,
+        extension: settings ? new LizaExtension(config, settings, 'segment', { magWeight: mag!, runTokens: manifest.runCapacity }) : undefined,
         projection: (gb, layer, name, x, y) => lora.hook(gb, layer, name, x, y, { start: runStart, count: len }),
       }),
     );
