@@ -17,7 +17,8 @@
 #   T          the titan command            (default: node --import tsx engine/cli.ts)
 #   PROVIDER   training provider            (default cpu; webgpu on the H200)
 #   THREADS    CPU threads per process      (default: onnxruntime's choice)
-#   STEPS BATCH SEQ LOSS_FROM LR MU SCHEDULE TARGETS RANK SEED   the recipe (defaults below)
+#   STEPS BATCH SEQ LOSS_FROM LR MU SCHEDULE TARGETS RANK SEED   the recipe (defaults below: the CPU
+#              pilots' best for the Titan arm, docs/alignment.md)
 #   CONCURRENT 1: align both arms at once (two processes; for a GPU), 0: one after the other
 #   SCORE_PROVIDER  provider for perplexity (default cpu)   SCORE_JOBS  perplexity processes at once (default 1)
 #   SCORE      which models to score        (default: all five above)
@@ -29,14 +30,14 @@ cd "$(dirname "$0")/.."
 
 T=${T:-node --import tsx engine/cli.ts}
 PROVIDER=${PROVIDER:-cpu}
-STEPS=${STEPS:-120}
-BATCH=${BATCH:-2}
-SEQ=${SEQ:-1024}
+STEPS=${STEPS:-112}
+BATCH=${BATCH:-1}
+SEQ=${SEQ:-2048}
 LOSS_FROM=${LOSS_FROM:-128}
 LR=${LR:-1e-3}
 MU=${MU:-0.1}
 SCHEDULE=${SCHEDULE:-constant}
-TARGETS=${TARGETS:-q,k,v,o}
+TARGETS=${TARGETS:-q,k,v,o,gate,up,down}
 RANK=${RANK:-8}
 SEED=${SEED:-0}
 CONCURRENT=${CONCURRENT:-0}
