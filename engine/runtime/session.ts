@@ -49,8 +49,10 @@ export interface RunnerOptions {
 }
 
 /** Session settings beyond the provider order, applied where the provider uses them. */
-interface SessionTuning {
+export interface SessionTuning {
+  /** Intra-op threads (CPU provider); absent: onnxruntime's choice. */
   threads?: number;
+  /** Write onnxruntime's per-node profile with this path prefix. */
   profilePrefix?: string;
   /** Outputs to leave in WebGPU device memory. */
   deviceOutputs?: string[];
@@ -97,7 +99,8 @@ function hasGpuDeviceNode(): boolean {
 }
 
 /** Opens a graph on the requested provider (auto: cuda, then webgpu, then cpu), with the reasons for the choice. */
-export async function createSession(fileFor: (ep: 'cuda' | 'webgpu' | 'cpu') => string, provider: ProviderChoice, threads?: number, profilePrefix?: string, tuning: Omit<SessionTuning, 'threads' | 'profilePrefix'> = {}): Promise<{ session: ort.InferenceSession; report: ProviderReport }> {
+export async function createSession(fileFor: (ep: 'cuda' | 'webgpu' | 'cpu') => string, provider: ProviderChoice, tuning: SessionTuning = {}): Promise<{ session: ort.InferenceSession; report: ProviderReport }> {
+  const { threads, profilePrefix } = tuning;
   const base: ort.InferenceSession.SessionOptions = {
     graphOptimizationLevel: 'all',
     // Native warnings (e.g. shape ops placed on the CPU by design) would clutter the CLI's stderr.
@@ -131,7 +134,7 @@ export async function createSession(fileFor: (ep: 'cuda' | 'webgpu' | 'cpu') => 
 }
 
 /** WebGPU-only session settings: onnxruntime reads them from the session's config entries. */
-function webgpuOptions(tuning: Omit<SessionTuning, 'threads' | 'profilePrefix'>): ort.InferenceSession.SessionOptions {
+function webgpuOptions(tuning: SessionTuning): ort.InferenceSession.SessionOptions {
   const options: ort.InferenceSession.SessionOptions = {};
   if (tuning.deviceOutputs?.length) options.preferredOutputLocation = Object.fromEntries(tuning.deviceOutputs.map((name) => [name, 'gpu-buffer' as const]));
   return options;
@@ -224,7 +227,7 @@ export class ModelRunner {
     const stateOnDevice = options.stateOnDevice ?? true;
     // Only WebGPU sessions use the list; an explicit CPU run need not read the graph for it.
     const deviceOutputs = (file: string) => (stateOnDevice && options.provider !== 'cpu' ? graphOutputNames(file).filter((n) => n !== 'logits') : undefined);
-    const { session, report } = await createSession(fileFor, options.provider ?? 'auto', options.threads, options.profilePrefix, { deviceOutputs: deviceOutputs(fileFor('webgpu')) });
+    const { session, report } = await createSession(fileFor, options.provider ?? 'auto', { threads: options.threads, profilePrefix: options.profilePrefix, deviceOutputs: deviceOutputs(fileFor('webgpu')) });
     const meta = session.inputMetadata as readonly { name: string; isTensor: boolean; type?: string; shape?: readonly (number | string)[] }[];
     const stateInputs = meta
       .filter((m) => !RUN_INPUTS.has(m.name))
@@ -234,7 +237,7 @@ export class ModelRunner {
     const stepFile = pick(report.provider, graphs.step, graphs.stepFp16);
     if (stepFile) {
       const file = path.join(pkg.dir, stepFile);
-      step = (await createSession(() => file, report.provider, options.threads, options.profilePrefix && `${options.profilePrefix}-step`, { deviceOutputs: deviceOutputs(file) })).session;
+      step = (await createSession(() => file, report.provider, { threads: options.threads, profilePrefix: options.profilePrefix && `${options.profilePrefix}-step`, deviceOutputs: deviceOutputs(file) })).session;
     }
     const download = stateOnDevice && report.provider === 'webgpu' ? await openDownloadSession(stateInputs) : null;
     return new ModelRunner(pkg, session, report, stateInputs, { call_start: names.has('call_start'), stream_position: names.has('stream_position') }, step, download);

@@ -114,7 +114,7 @@ export class TrainingSessions {
     }
     this.options.onProgress?.(`loading the ${kind === 'train' ? 'training' : 'evaluation'} graph for ${T}-token sequences`);
     const requested: ProviderChoice = this.provider ? this.provider.provider : this.options.provider;
-    const { session, report } = await createSession(() => file, requested, this.options.threads);
+    const { session, report } = await createSession(() => file, requested, { threads: this.options.threads });
     if (!this.provider) this.provider = report;
     return { session, graph };
   }
