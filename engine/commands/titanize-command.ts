@@ -93,7 +93,7 @@ export const titanizeCommand: Command = {
     window: { type: 'string', help: 'softmax window W in tokens (max_self_attn_length; default unbounded)' },
     chunk: { type: 'string', help: 'max_chunk_size C: tokens per chunk of the linear branch (default 64)' },
     semantics: { type: 'string', help: 'exact (default: a true recurrence) or tptt-0.12 (the reference library, quirks included)' },
-    'run-tokens': { type: 'string', help: 'tokens per graph run (default 512): longer runs spread the per-kernel launch cost of GPU providers over more tokens, at more activation memory; exact-semantics delta rule / delta product packages' },
+    'run-tokens': { type: 'string', help: 'tokens per graph run (default 512, the fastest measured on the H200; longer runs cost more activation memory); exact-semantics delta rule / delta product packages' },
     adapter: { type: 'string', help: 'merge a TPTT/PEFT LoRA adapter folder into the projections; the TPTT settings its config.json records (titan align writes them) are used where no option is given' },
     dtype: { type: 'string', help: 'weight precision: fp32 (default) or fp16' },
     ...quantizeOptions,

@@ -43,8 +43,9 @@ export function runCapacity(settings: TpttSettings, runTokens = DEFAULT_RUN_TOKE
 }
 
 /**
- * Default run length of multi-chunk graphs: long enough to amortize per-run costs on the CPU. GPU
- * providers pay per kernel launch, so longer runs (`titanize --run-tokens`) spread more of that.
+ * Default run length of multi-chunk graphs: long enough to amortize per-run costs. Longer runs
+ * (`titanize --run-tokens`) were slower on the H200 — the softmax branch's [T, W+T] scores grow with
+ * the run — and shorter ones launch more kernels per token (bench/gpu/README.md).
  */
 export const DEFAULT_RUN_TOKENS = 512;
 /** The longest run a package may ask for (memory for activations grows with it). */
@@ -577,7 +578,7 @@ export class LizaExtension implements AttentionExtension {
 const SPLIT_FANOUT = 7;
 
 /** `count` size-1 pieces of axis `axis` of x, by a tree of Splits of at most SPLIT_FANOUT outputs. */
-export function splitOnes(g: GraphBuilder, x: Value, axis: number, count: number): Value[] {
+function splitOnes(g: GraphBuilder, x: Value, axis: number, count: number): Value[] {
   if (count === 1) return [x];
   if (count <= SPLIT_FANOUT) return g.op('Split', [x], { axis, num_outputs: count }, count);
   const groups = Math.min(SPLIT_FANOUT, Math.ceil(count / SPLIT_FANOUT));
