@@ -46,12 +46,17 @@ export async function memoryReference(dir: string, workspace: { count: number; l
 
 /** Files a memory folder may hold besides the states its manifest names. */
 const OWN_FILES = new Set(['manifest.json', 'retrieval-index.json', '.lock-owner', '.lock']);
-/** The temp file of a write-file-atomic write cut short by SIGKILL (the next open removes it). */
-const KILLED_WRITE = /^(?:state-\d+\.bin|manifest\.json|retrieval-index\.json)\.[0-9a-f]+$/;
+/**
+ * What a SIGKILL may leave that the manifest does not name (the next open removes it, which the check
+ * after a clean run verifies): the temp file of a write-file-atomic write cut short, or a complete
+ * state file — written before the manifest that would name it, or pruned from the manifest just
+ * written and not yet deleted — when the kill fell between the two writes.
+ */
+const KILLED_WRITE = /^(?:(?:state-\d+\.bin|manifest\.json|retrieval-index\.json)\.[0-9a-f]+|state-\d+\.bin)$/;
 
 /**
  * Every checkpoint the manifest names is intact and equals the clean read's state there, and the
- * folder holds nothing else of ours (no temp file of a cut-short write, unless `killed`: the process
+ * folder holds nothing else of ours (no leftover of a cut-short write, unless `killed`: the process
  * was just SIGKILLed and has not cleaned up). Returns the newest position (0 when there is no manifest).
  */
 export function checkStorage(memDir: string, ref: MemoryReference, options: { killed?: boolean } = {}): number {
