@@ -133,7 +133,7 @@ export async function createSession(fileFor: (ep: 'cuda' | 'webgpu' | 'cpu') => 
   throw new ModelError(`no execution provider could start the model (${skipped.join('; ')})`);
 }
 
-/** WebGPU-only session settings: onnxruntime reads them from the session's config entries. */
+/** WebGPU-only session settings: which outputs stay in device memory. */
 function webgpuOptions(tuning: SessionTuning): ort.InferenceSession.SessionOptions {
   const options: ort.InferenceSession.SessionOptions = {};
   if (tuning.deviceOutputs?.length) options.preferredOutputLocation = Object.fromEntries(tuning.deviceOutputs.map((name) => [name, 'gpu-buffer' as const]));

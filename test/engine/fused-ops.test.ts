@@ -4,14 +4,12 @@
 // and com.microsoft RotaryEmbedding must equal the primitive rotate-half RoPE of engine/graph/ops.ts.
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
-import * as fs from 'node:fs';
-import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { GraphBuilder } from '../../engine/graph/builder';
 import { reshape, rope, transpose, unsqueeze } from '../../engine/graph/ops';
 import { floatToHalf } from '../../engine/model/safetensors';
+import { hasVulkan } from '../helpers/vulkan';
 
-const hasVulkan = ['/usr/lib/x86_64-linux-gnu', '/usr/lib/aarch64-linux-gnu', '/usr/lib64', '/usr/lib'].some((d) => fs.existsSync(path.join(d, 'libvulkan.so.1')));
 const providers = hasVulkan ? ['cpu', 'webgpu'] : ['cpu'];
 
 test('fp16 SimplifiedLayerNormalization accumulates in float32', async (t) => {

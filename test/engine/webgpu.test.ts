@@ -11,8 +11,8 @@ import { spawnSync } from 'node:child_process';
 import { writeRandomCheckpoint } from '../helpers/checkpoint';
 import { titanize } from '../../engine/titanize/titanize';
 import { ModelRunner } from '../../engine/runtime/session';
+import { hasVulkan } from '../helpers/vulkan';
 
-const hasVulkan = ['/usr/lib/x86_64-linux-gnu', '/usr/lib/aarch64-linux-gnu', '/usr/lib64', '/usr/lib'].some((d) => fs.existsSync(path.join(d, 'libvulkan.so.1')));
 
 /** Ops that only ever see int64/bool shape values in our graphs, which ORT keeps on the CPU. */
 const SHAPE_OPS = new Set(['Shape', 'Sub', 'Add', 'Mul', 'Concat', 'Squeeze', 'Unsqueeze', 'Range', 'Gather', 'Slice', 'Cast', 'Max', 'Min', 'Equal', 'Where', 'Mod', 'Less', 'LessOrEqual', 'ConstantOfShape', 'Reshape', 'Expand', 'Div']);

@@ -18,10 +18,10 @@ import { CLI_BUNDLE } from './engine-bundle';
 import { configureEngine, startEngine } from './engine-process';
 import { checkStorage, finalDifference, memoryReference, type MemoryReference } from './memory-reference';
 import { tracked } from './record';
+import { hasVulkan } from '../helpers/vulkan';
 
 const FILE = 'faults-gpu';
 const PRELOAD = path.join(__dirname, 'gpu-fault.cjs');
-const hasVulkan = ['/usr/lib/x86_64-linux-gnu', '/usr/lib/aarch64-linux-gnu', '/usr/lib64', '/usr/lib'].some((d) => fs.existsSync(path.join(d, 'libvulkan.so.1')));
 const skip = hasVulkan ? false : 'no Vulkan loader here (CI installs mesa-vulkan-drivers)';
 let tmp = '';
 let ref: MemoryReference;
