@@ -85,9 +85,17 @@ export class GraphBuilder {
     return `${this.scope.length ? this.scope.join('/') + '/' : ''}${hint}_${this.counter++}`;
   }
 
+  /** Declares a graph input; declaring the same name again (same type and shape) returns the same input. */
   input(name: string, dtype: DType, shape: Dim[]): Value {
     const bound = this.inputBinding?.(name, dtype, shape);
     if (bound) return bound;
+    const declared = this.inputSpecs.find((s) => s.name === name);
+    if (declared) {
+      if (declared.dtype !== dtype || JSON.stringify(declared.shape) !== JSON.stringify(shape)) {
+        throw new Error(`graph input ${name} declared twice: ${declared.dtype} [${declared.shape}] and ${dtype} [${shape}]`);
+      }
+      return { name };
+    }
     this.inputs.push(valueInfo(name, dtype, shape));
     this.inputSpecs.push({ name, dtype, shape: [...shape] });
     return { name };

@@ -1,5 +1,6 @@
-// The builder's serialization: graph outputs are named on the node that computes them, without the
-// Identity copy `output()` records (a copy kernel on every run), and the model still runs as built.
+// The builder: graph outputs are named on the node that computes them, without the Identity copy
+// `output()` records (a copy kernel on every run), and the model still runs as built; an input
+// declared by two parts of a graph is one input.
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as ort from 'onnxruntime-node';
@@ -29,4 +30,17 @@ test('graph outputs take over the computing node instead of an Identity copy, un
   assert.deepEqual(Array.from(out.twice_again.data as Float32Array), [4, 6, 8]);
   assert.deepEqual(Array.from(out.x_out.data as Float32Array), [1, 2, 3]);
   await session.release();
+});
+
+test('an input declared twice is one graph input; a second declaration with another type or shape is refused', () => {
+  // The decoder's ring window and the LiZA extension both read stream_position.
+  const g = new GraphBuilder('inputs');
+  const a = g.input('stream_position', 'int64', [1]);
+  const b = g.input('stream_position', 'int64', [1]);
+  assert.equal(a.name, b.name);
+  g.output(g.op('Add', [a, b]), 'twice', 'int64', [1]);
+  const inputs = onnx.ModelProto.decode(g.toBytes()).graph!.input!.map((i) => i.name);
+  assert.deepEqual(inputs, ['stream_position']);
+  assert.throws(() => g.input('stream_position', 'float32', [1]), /declared twice: int64 \[1\] and float32 \[1\]/);
+  assert.throws(() => g.input('stream_position', 'int64', [2]), /declared twice/);
 });
