@@ -3,15 +3,21 @@
 //
 // Graph interface (batch is always 1 and is left out of every shape):
 //   inputs   input_ids [T] int64 · logits_rows [K] int64 (rows of the segment whose logits to return)
-//            per layer i: past_key.i, past_value.i [Hk, P, d] float32 — keys are kept *before* RoPE,
-//            so positions can be re-based to the window (RoPE scores depend only on offsets)
+//            per layer i: past_key.i, past_value.i — the softmax window, in one of two layouts
+//            (DecoderGraphOptions.windowLayout):
+//              sliding  [Hk, P, d] each, keys *before* RoPE so positions can be re-based to the window
+//                       (RoPE scores depend only on offsets); P' = min(P+T, W)
+//              ring     past_key [Hk, d, W] (transposed), past_value [Hk, W, d]: keys *after* RoPE at
+//                       their absolute positions, token p in slot p mod W; with stream_position [1]
+//                       int64 and rope_cos, rope_sin [T, d/2] float32 (the run's RoPE tables, computed
+//                       by the host in float64: absolute positions outgrow float32 angles)
 //            + whatever the attention extension (LiZA) declares
-//   outputs  logits [K, V] float32 · present_key.i, present_value.i [Hk, P', d] (P' = min(P+T, W))
+//   outputs  logits [K, V] float32 · present_key.i, present_value.i (the input's layout)
 //            + the extension's state outputs
 import type { ModelConfig } from '../model/config';
 import { ropeInverseFrequencies } from '../model/config';
 import type { ExternalTensor, GraphBuilder, Value } from './builder';
-import { add, cast, concat, dimOf, linear, matMulNBits, matmul, mul, range, reshape, rmsNorm, rope, silu, slice, transpose, unsqueeze } from './ops';
+import { add, cast, concat, dimOf, linear, matMulNBits, matmul, mul, range, reshape, rmsNorm, rope, silu, slice, sub, transpose, unsqueeze } from './ops';
 
 /** Name → location of every tensor in the package's weights file (see titanize/package-writer). */
 export type WeightTable = Record<string, ExternalTensor>;
@@ -79,7 +85,20 @@ export interface DecoderGraphOptions {
    * training graphs: autodiff differentiates primitive ops only.
    */
   fusedOps?: boolean;
+  /**
+   * How a bounded window is carried between runs (ignored without one). sliding: Concat, then Slice
+   * the last W, and every run rotates all kept keys again — training graphs use it (autodiff knows
+   * those ops). ring: a run writes only its own tokens' slots (ScatterElements) and rotates only its
+   * own keys, so a decode step copies the window's keys once instead of four times (inference
+   * graphs). The ring is W slots from the first run on (empty ones masked), so a stream's first run
+   * attends over W + T keys where the sliding layout has only T.
+   */
+  windowLayout?: WindowLayout;
+  /** The graph only runs single tokens (a package's step graph): the ring is updated before attending. */
+  oneToken?: boolean;
 }
+
+export type WindowLayout = 'sliding' | 'ring';
 
 /** The package's projection weights: fused q/k/v, o, fused gate/up, down. */
 export type ProjectionName = 'qkv' | 'o' | 'gate_up' | 'down';
@@ -129,42 +148,133 @@ export function buildDecoderGraph(g: GraphBuilder, config: ModelConfig, weights:
     return act === 'float32' ? y : cast(g, y, act);
   };
 
+  const ring = window !== null && options.windowLayout === 'ring';
   const inputIds = g.input('input_ids', 'int64', ['T']);
   const logitsRows = g.input('logits_rows', 'int64', ['K']);
   const past = Array.from({ length: L }, (_, i) => ({
-    key: g.input(`past_key.${i}`, act, [Hk, 'P', d]),
-    value: g.input(`past_value.${i}`, act, [Hk, 'P', d]),
+    key: g.input(`past_key.${i}`, act, ring ? [Hk, d, window] : [Hk, 'P', d]),
+    value: g.input(`past_value.${i}`, act, ring ? [Hk, window, d] : [Hk, 'P', d]),
   }));
+  const ringInputs = ring
+    ? { position: g.input('stream_position', 'int64', [1]), cos: g.input('rope_cos', 'float32', ['T', d / 2]), sin: g.input('rope_sin', 'float32', ['T', d / 2]) }
+    : null;
   options.extension?.declare(g);
-
-  // Positions: the cached keys sit at 0..P−1, the new tokens at P..P+T−1 (window-relative).
-  const newTokens = dimOf(g, inputIds, 0); // [1] = T
-  const pastLen = dimOf(g, past[0].key, 1); // [1] = P
-  const total = add(g, pastLen, newTokens); // [1] = S
-  const keyPositions = cast(g, range(g, g.ints([0]), total), 'float32'); // [S]
-  const invFreq = g.constant('float32', [1, d / 2], Float32Array.from(ropeInverseFrequencies(config.rope, d)));
-  const angles = mul(g, unsqueeze(g, keyPositions, [1]), invFreq); // [S, d/2]
   const inAct = (x: Value) => (act === 'float32' ? x : cast(g, x, act));
-  const cosTable = inAct(g.op('Cos', [angles])); // [S, d/2]: position j's row
-  const sinTable = inAct(g.op('Sin', [angles]));
-  // The primitive RoPE's tables: [S, 1, d/2] for the keys, the new tokens' rows [T, 1, d/2] for the queries.
-  const unfused = fused
-    ? null
-    : (() => {
-        const cosK = unsqueeze(g, cosTable, [1]);
-        const sinK = unsqueeze(g, sinTable, [1]);
-        return { cosK, sinK, cosQ: slice(g, cosK, pastLen, total, [0]), sinQ: slice(g, sinK, pastLen, total, [0]) };
-      })();
-  /** Fused RoPE of [1, heads, N, d] (or [1, N, heads·d] with `heads`) at positions start, start+1, … */
-  const fusedRope = (x: Value, start: Value, heads?: number): Value =>
-    g.op('RotaryEmbedding', [x, start, cosTable, sinTable], { interleaved: 0, ...(heads ? { num_heads: heads } : {}) }, 1, undefined, 'com.microsoft');
+  const newTokens = dimOf(g, inputIds, 0); // [1] = T
 
-  // Mask [T, S]: query at P+t sees key j when j ≤ P+t and P+t − j < window.
-  const queryPos = unsqueeze(g, range(g, pastLen, newTokens), [1]); // [T, 1]
-  const keyPos = unsqueeze(g, range(g, g.ints([0]), total), [0]); // [1, S]
-  let allowed = g.op('LessOrEqual', [keyPos, queryPos]);
-  if (window !== null) allowed = g.op('And', [allowed, g.op('Less', [g.op('Sub', [queryPos, keyPos]), g.int(window)])]);
-  const mask = g.op('Where', [allowed, g.float(0), g.float(-Infinity)]); // [T, S]
+  /** Scaled-dot-product attention of query groups [Hk, G, T, d] over keys [Hk, 1, d, S] and values [Hk, S, d]: heads [T, H·d]. */
+  const attend = (qg: Value, kT: Value, values: Value, mask: Value): Value => {
+    const raw = matmul(g, qg, kT);
+    const scores = add(g, mul(g, act === 'float32' ? raw : cast(g, raw, 'float32'), g.float(1 / Math.sqrt(d))), mask); // [Hk, G, T, S]
+    const probs = inAct(g.op('Softmax', [scores], { axis: -1 }));
+    const ctx = matmul(g, probs, unsqueeze(g, values, [1])); // [Hk, G, T, d]
+    return reshape(g, transpose(g, ctx, [2, 0, 1, 3]), [-1, H * d]); // [T, H·d]
+  };
+  /** Fused RoPE with the given tables: [1, heads, N, d] (or [1, N, heads·d] with `heads`) at table rows start, start+1, … */
+  const fusedRope = (x: Value, start: Value, cos: Value, sin: Value, heads?: number): Value =>
+    g.op('RotaryEmbedding', [x, start, cos, sin], { interleaved: 0, ...(heads ? { num_heads: heads } : {}) }, 1, undefined, 'com.microsoft');
+  /** Layer i's softmax branch: q [T, H, d], k and v [T, Hk, d] before RoPE → heads [T, H·d]; declares the layer's window outputs. */
+  const softmaxBranch = ringInputs ? ringWindow(ringInputs, window!) : slidingWindow();
+
+  function slidingWindow() {
+    // Positions: the cached keys sit at 0..P−1, the new tokens at P..P+T−1 (window-relative).
+    const pastLen = dimOf(g, past[0].key, 1); // [1] = P
+    const total = add(g, pastLen, newTokens); // [1] = S
+    const keyPositions = cast(g, range(g, g.ints([0]), total), 'float32'); // [S]
+    const invFreq = g.constant('float32', [1, d / 2], Float32Array.from(ropeInverseFrequencies(config.rope, d)));
+    const angles = mul(g, unsqueeze(g, keyPositions, [1]), invFreq); // [S, d/2]
+    const cosTable = inAct(g.op('Cos', [angles])); // [S, d/2]: position j's row
+    const sinTable = inAct(g.op('Sin', [angles]));
+    // The primitive RoPE's tables: [S, 1, d/2] for the keys, the new tokens' rows [T, 1, d/2] for the queries.
+    const cosK = fused ? null : unsqueeze(g, cosTable, [1]);
+    const sinK = fused ? null : unsqueeze(g, sinTable, [1]);
+
+    // Mask [T, S]: query at P+t sees key j when j ≤ P+t and P+t − j < window.
+    const queryPos = unsqueeze(g, range(g, pastLen, newTokens), [1]); // [T, 1]
+    const keyPos = unsqueeze(g, range(g, g.ints([0]), total), [0]); // [1, S]
+    let allowed = g.op('LessOrEqual', [keyPos, queryPos]);
+    if (window !== null) allowed = g.op('And', [allowed, g.op('Less', [g.op('Sub', [queryPos, keyPos]), g.int(window)])]);
+    const mask = g.op('Where', [allowed, g.float(0), g.float(-Infinity)]); // [T, S]
+    // The window slides: the next run keeps the last `window` keys/values.
+    const keepFrom = window === null ? null : g.op('Max', [g.op('Sub', [total, g.int(window)]), g.ints([0])]);
+
+    return (i: number, q: Value, k: Value, v: Value): Value => {
+      // The window cache keeps keys before RoPE; RoPE is applied to all S keys at their current positions.
+      const keysAll = concat(g, [past[i].key, transpose(g, k, [1, 0, 2])], 1); // [Hk, S, d]
+      const valuesAll = concat(g, [past[i].value, transpose(g, v, [1, 0, 2])], 1); // [Hk, S, d]
+      // GQA without copies: queries grouped as [Hk, G, T, d] against keys [Hk, 1, d, S].
+      let qg: Value;
+      let kT: Value;
+      if (fused) {
+        qg = transpose(g, reshape(g, fusedRope(reshape(g, q, [1, -1, H * d]), pastLen, cosTable, sinTable, H), [-1, Hk, G, d]), [1, 2, 0, 3]);
+        // (A 3-D swap of the last two axes: onnxruntime's CPU Transpose is far slower for the 4-D [1, 0, 3, 2].)
+        kT = unsqueeze(g, transpose(g, reshape(g, fusedRope(unsqueeze(g, keysAll, [0]), g.ints([0]), cosTable, sinTable), [Hk, -1, d]), [0, 2, 1]), [1]);
+      } else {
+        const kRot = rope(g, transpose(g, keysAll, [1, 0, 2]), cosK!, sinK!, d); // [S, Hk, d]
+        const qRot = rope(g, q, slice(g, cosK!, pastLen, total, [0]), slice(g, sinK!, pastLen, total, [0]), d); // [T, H, d]
+        qg = transpose(g, reshape(g, qRot, [-1, Hk, G, d]), [1, 2, 0, 3]);
+        kT = unsqueeze(g, transpose(g, kRot, [1, 2, 0]), [1]);
+      }
+      const heads = attend(qg, kT, valuesAll, mask);
+      g.output(keepFrom ? slice(g, keysAll, keepFrom, total, [1]) : keysAll, `present_key.${i}`, act, [Hk, 'P_out', d]);
+      g.output(keepFrom ? slice(g, valuesAll, keepFrom, total, [1]) : valuesAll, `present_value.${i}`, act, [Hk, 'P_out', d]);
+      return heads;
+    };
+  }
+
+  function ringWindow(inputs: { position: Value; cos: Value; sin: Value }, W: number) {
+    const P = inputs.position; // [1]: tokens before this run; the run's tokens sit at P..P+T−1
+    const cosTable = inAct(inputs.cos); // [T, d/2]: row t is position P+t
+    const sinTable = inAct(inputs.sin);
+    const slots = g.constant('int64', [W], Array.from({ length: W }, (_, s) => s)); // [W]
+    const wrap = (x: Value) => g.op('Mod', [x, g.int(W)]); // into 0..W−1 (ONNX Mod takes the divisor's sign)
+    // The slots the run writes: its last m = min(T, W) tokens', (P+t) mod W for t = T−m … T−1 (distinct,
+    // so the scatter below is well defined), as index tensors shaped like the keys and values written.
+    const written = g.op('Min', [newTokens, g.ints([W])]); // [1] = m
+    const firstWritten = sub(g, newTokens, written); // [1] = T − m
+    const writtenSlots = wrap(add(g, P, range(g, firstWritten, written))); // [m]
+    const keySlots = g.op('Expand', [reshape(g, writtenSlots, [1, 1, -1]), g.ints([Hk, d, 1])]); // [Hk, d, m]
+    const valueSlots = g.op('Expand', [reshape(g, writtenSlots, [1, -1, 1]), g.ints([Hk, 1, d])]); // [Hk, m, d]
+    let mask: Value; // [T, S]
+    if (options.oneToken) {
+      // One token at P, written into its slot first; it then attends to the whole ring, where slot s
+      // holds position P − ((P − s) mod W), a real token once that is ≥ 0.
+      const held = sub(g, P, wrap(sub(g, P, slots))); // [W]
+      mask = unsqueeze(g, g.op('Where', [g.op('GreaterOrEqual', [held, g.ints([0])]), g.float(0), g.float(-Infinity)]), [0]); // [1, W]
+    } else {
+      // Keys: the ring as it was (slot s holds position P−1 − ((P−1−s) mod W), a real token once ≥ 0),
+      // then the T new ones. Query t (position P+t) sees a ring slot less than W back and new key j ≤ t
+      // less than W back.
+      const held = sub(g, sub(g, P, g.ints([1])), wrap(sub(g, sub(g, P, g.ints([1])), slots))); // [W]
+      const t = unsqueeze(g, range(g, g.ints([0]), newTokens), [1]); // [T, 1]
+      const queryPos = add(g, P, t); // [T, 1]
+      const ringSeen = g.op('And', [g.op('GreaterOrEqual', [held, g.ints([0])]), g.op('Less', [sub(g, queryPos, unsqueeze(g, held, [0])), g.int(W)])]); // [T, W]
+      const j = unsqueeze(g, range(g, g.ints([0]), newTokens), [0]); // [1, T]
+      const newSeen = g.op('And', [g.op('LessOrEqual', [j, t]), g.op('Less', [sub(g, t, j), g.int(W)])]); // [T, T]
+      mask = g.op('Where', [concat(g, [ringSeen, newSeen], 1), g.float(0), g.float(-Infinity)]); // [T, W+T]
+    }
+    const zero = g.ints([0]);
+    const cosK = fused ? null : unsqueeze(g, cosTable, [1]); // [T, 1, d/2]
+    const sinK = fused ? null : unsqueeze(g, sinTable, [1]);
+    const rotate = (x: Value, heads: number): Value =>
+      fused ? reshape(g, fusedRope(reshape(g, x, [1, -1, heads * d]), zero, cosTable, sinTable, heads), [-1, heads, d]) : rope(g, x, cosK!, sinK!, d);
+
+    return (i: number, q: Value, k: Value, v: Value): Value => {
+      const qg = transpose(g, reshape(g, rotate(q, H), [-1, Hk, G, d]), [1, 2, 0, 3]); // [Hk, G, T, d]
+      const kNew = transpose(g, rotate(k, Hk), [1, 2, 0]); // [Hk, d, T]
+      const vNew = transpose(g, v, [1, 0, 2]); // [Hk, T, d]
+      // The run's last m tokens into their slots: one copy of the ring and m writes (ScatterElements;
+      // a Where over the ring with a broadcast slot mask cost ~6× more on the CPU).
+      const incomingK = options.oneToken ? kNew : slice(g, kNew, firstWritten, newTokens, [2]); // [Hk, d, m]
+      const incomingV = options.oneToken ? vNew : slice(g, vNew, firstWritten, newTokens, [1]); // [Hk, m, d]
+      const ringK = g.op('ScatterElements', [past[i].key, keySlots, incomingK], { axis: 2 }); // [Hk, d, W]
+      const ringV = g.op('ScatterElements', [past[i].value, valueSlots, incomingV], { axis: 1 }); // [Hk, W, d]
+      g.output(ringK, `present_key.${i}`, act, [Hk, d, W]);
+      g.output(ringV, `present_value.${i}`, act, [Hk, W, d]);
+      if (options.oneToken) return attend(qg, unsqueeze(g, ringK, [1]), ringV, mask);
+      return attend(qg, unsqueeze(g, concat(g, [past[i].key, kNew], 2), [1]), concat(g, [past[i].value, vNew], 1), mask);
+    };
+  }
 
   let x = g.op('Gather', [w('embed'), inputIds], { axis: 0 }); // [T, C] in the activation dtype
 
@@ -190,44 +300,13 @@ export function buildDecoderGraph(g: GraphBuilder, config: ModelConfig, weights:
       }
       const v = reshape(g, vRaw, [-1, Hk, d]);
 
-      // The window cache keeps keys before RoPE; RoPE is applied to all S keys at their current positions.
-      const keysAll = concat(g, [past[i].key, transpose(g, k, [1, 0, 2])], 1); // [Hk, S, d]
-      const valuesAll = concat(g, [past[i].value, transpose(g, v, [1, 0, 2])], 1); // [Hk, S, d]
-      // GQA without copies: queries grouped as [Hk, G, T, d] against keys [Hk, 1, d, S].
-      let qg: Value;
-      let kT: Value;
-      if (!unfused) {
-        qg = transpose(g, reshape(g, fusedRope(reshape(g, q, [1, -1, H * d]), pastLen, H), [-1, Hk, G, d]), [1, 2, 0, 3]);
-        // (A 3-D swap of the last two axes: onnxruntime's CPU Transpose is far slower for the 4-D [1, 0, 3, 2].)
-        kT = unsqueeze(g, transpose(g, reshape(g, fusedRope(unsqueeze(g, keysAll, [0]), g.ints([0])), [Hk, -1, d]), [0, 2, 1]), [1]);
-      } else {
-        const kRot = rope(g, transpose(g, keysAll, [1, 0, 2]), unfused.cosK, unfused.sinK, d); // [S, Hk, d]
-        const qRot = rope(g, q, unfused.cosQ, unfused.sinQ, d); // [T, H, d]
-        qg = transpose(g, reshape(g, qRot, [-1, Hk, G, d]), [1, 2, 0, 3]);
-        kT = unsqueeze(g, transpose(g, kRot, [1, 2, 0]), [1]);
-      }
-      const raw = matmul(g, qg, kT);
-      const scores = add(g, mul(g, act === 'float32' ? raw : cast(g, raw, 'float32'), g.float(1 / Math.sqrt(d))), mask); // [Hk, G, T, S]
-      const probs = inAct(g.op('Softmax', [scores], { axis: -1 }));
-      const ctx = matmul(g, probs, unsqueeze(g, valuesAll, [1])); // [Hk, G, T, d]
-      const heads = reshape(g, transpose(g, ctx, [2, 0, 1, 3]), [-1, H * d]); // [T, H·d]
+      const heads = softmaxBranch(i, q, k, v);
       const oB = opt(p + 'o_bias');
       const oProj = (h: Value) => project('o', h, dense(h, p + 'o', H * d, oB));
       let attnOut = oProj(heads); // [T, C]
       if (options.extension) {
         attnOut = options.extension.mix(g, { layer: i, q: qRaw, k: kRaw, v: vRaw, softmaxOut: attnOut, oProj, newTokens, dtype: act, fusedOps: fused });
       }
-
-      // The window slides: keep the last `window` keys/values for the next run.
-      let presentK = keysAll;
-      let presentV = valuesAll;
-      if (window !== null) {
-        const start = g.op('Max', [g.op('Sub', [total, g.int(window)]), g.ints([0])]);
-        presentK = slice(g, keysAll, start, total, [1]);
-        presentV = slice(g, valuesAll, start, total, [1]);
-      }
-      g.output(presentK, `present_key.${i}`, act, [Hk, 'P_out', d]);
-      g.output(presentV, `present_value.${i}`, act, [Hk, 'P_out', d]);
 
       if (config.normPlacement === 'post') attnOut = norm(attnOut, p + 'post_attn_norm');
       x = add(g, x, attnOut);

@@ -7,6 +7,7 @@ import * as ort from 'onnxruntime-node';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ModelError } from '../model/errors';
+import { ropeInverseFrequencies } from '../model/config';
 import { readPackage, type LoadedPackage } from '../titanize/package';
 import { decodeState, encodeState } from './state-blob';
 import * as crypto from 'node:crypto';
@@ -120,7 +121,7 @@ export async function createSession(fileFor: (ep: 'cuda' | 'webgpu' | 'cpu') => 
       continue;
     }
     try {
-      const session = await ort.InferenceSession.create(fileFor(ep), { ...base, ...(ep === 'webgpu' ? webgpuOptions(tuning) : {}), executionProviders: [ep] });
+      const session = await ort.InferenceSession.create(fileFor(ep), { ...base, executionProviders: [ep], ...(ep === 'webgpu' ? webgpuOptions(tuning) : {}) });
       const reason = skipped.length ? `${ep} (passed over: ${skipped.join('; ')})` : `${ep} (${provider === 'auto' ? 'first available' : 'requested'})`;
       return { session, report: { provider: ep, reason, ...(failed.length ? { fallback: failed.join('; ') } : {}) } };
     } catch (e) {
@@ -133,10 +134,21 @@ export async function createSession(fileFor: (ep: 'cuda' | 'webgpu' | 'cpu') => 
   throw new ModelError(`no execution provider could start the model (${skipped.join('; ')})`);
 }
 
-/** WebGPU-only session settings: which outputs stay in device memory. */
+/** Dawn/onnxruntime validation levels the WebGPU provider accepts (TITAN_WEBGPU_VALIDATION, for measuring). */
+const WEBGPU_VALIDATION = ['disabled', 'wgpuOnly', 'basic', 'full'] as const;
+
+/** WebGPU-only session settings: which outputs stay in device memory, and the validation level. */
 function webgpuOptions(tuning: SessionTuning): ort.InferenceSession.SessionOptions {
   const options: ort.InferenceSession.SessionOptions = {};
   if (tuning.deviceOutputs?.length) options.preferredOutputLocation = Object.fromEntries(tuning.deviceOutputs.map((name) => [name, 'gpu-buffer' as const]));
+  // Validation costs host time on every kernel launch, and launches bound decoding; this switch lets
+  // the benchmarks measure it (bench/gpu/README.md) without making it a user setting.
+  const validation = process.env.TITAN_WEBGPU_VALIDATION;
+  if (validation) {
+    const mode = WEBGPU_VALIDATION.find((m) => m === validation);
+    if (!mode) throw new ModelError(`TITAN_WEBGPU_VALIDATION must be one of ${WEBGPU_VALIDATION.join(', ')} (got ${validation})`);
+    return { ...options, executionProviders: [{ name: 'webgpu', validationMode: mode }] };
+  }
   return options;
 }
 
@@ -155,7 +167,26 @@ function byteSize(t: ort.Tensor): number {
 }
 
 /** Graph inputs that describe the run itself rather than carry state. */
-const RUN_INPUTS = new Set(['input_ids', 'logits_rows', 'call_start', 'stream_position']);
+const RUN_INPUTS = new Set(['input_ids', 'logits_rows', 'call_start', 'stream_position', 'rope_cos', 'rope_sin']);
+
+/**
+ * cos and sin of RoPE's angles for positions from, from+1, … (count rows of frequencies.length):
+ * [count, d/2] row-major. Angles are taken in float64 and only the results rounded to float32, so a
+ * key rotated at position 1,000,000 is as exact as one at 10 (a float32 angle there is off by ~0.03).
+ */
+export function ropeTables(frequencies: Float64Array, from: number, count: number): { cos: Float32Array; sin: Float32Array } {
+  const half = frequencies.length;
+  const cos = new Float32Array(count * half);
+  const sin = new Float32Array(count * half);
+  for (let t = 0; t < count; t++) {
+    for (let j = 0; j < half; j++) {
+      const angle = (from + t) * frequencies[j];
+      cos[t * half + j] = Math.cos(angle);
+      sin[t * half + j] = Math.sin(angle);
+    }
+  }
+  return { cos, sin };
+}
 
 /** Largest divisor of `length` not above `max` (the reference's chunk choice). */
 export function largestDivisorAtMost(length: number, max: number): number {
@@ -209,7 +240,7 @@ export class ModelRunner {
     private readonly session: ort.InferenceSession,
     readonly provider: ProviderReport,
     private readonly stateInputs: { name: string; dims: readonly (number | string)[]; type: string }[],
-    private readonly hasRunInput: { call_start: boolean; stream_position: boolean },
+    private readonly hasRunInput: { call_start: boolean; stream_position: boolean; rope: boolean },
     /** The one-token decode graph, when the package has one (same state interface). */
     private readonly stepSession: ort.InferenceSession | null,
     /** Copies device-resident state to the host (WebGPU with stateOnDevice), else null. */
@@ -240,12 +271,21 @@ export class ModelRunner {
       step = (await createSession(() => file, report.provider, { threads: options.threads, profilePrefix: options.profilePrefix && `${options.profilePrefix}-step`, deviceOutputs: deviceOutputs(file) })).session;
     }
     const download = stateOnDevice && report.provider === 'webgpu' ? await openDownloadSession(stateInputs) : null;
-    return new ModelRunner(pkg, session, report, stateInputs, { call_start: names.has('call_start'), stream_position: names.has('stream_position') }, step, download);
+    return new ModelRunner(pkg, session, report, stateInputs, { call_start: names.has('call_start'), stream_position: names.has('stream_position'), rope: names.has('rope_cos') }, step, download);
   }
 
   get config() {
     return this.pkg.config;
   }
+
+  /**
+   * RoPE's inverse frequencies, for graphs that take the run's rotation tables as inputs (ring
+   * windows): rounded to float32 as the reference (and the sliding graphs) hold them.
+   */
+  private get ropeFrequencies(): Float64Array {
+    return (this.ropeFrequencyCache ??= ropeInverseFrequencies(this.config.rope, this.config.headDim).map(Math.fround));
+  }
+  private ropeFrequencyCache: Float64Array | undefined;
 
   /** Forgets everything: the next run starts a new stream. */
   reset(): void {
@@ -308,6 +348,11 @@ export class ModelRunner {
     };
     if (this.hasRunInput.call_start) feeds.call_start = new ort.Tensor('bool', Uint8Array.from([callStart ? 1 : 0]), [1]);
     if (this.hasRunInput.stream_position) feeds.stream_position = new ort.Tensor('int64', BigInt64Array.from([BigInt(this.position)]), [1]);
+    if (this.hasRunInput.rope) {
+      const { cos, sin } = ropeTables(this.ropeFrequencies, this.position, ids.length);
+      feeds.rope_cos = new ort.Tensor('float32', cos, [ids.length, this.ropeFrequencies.length]);
+      feeds.rope_sin = new ort.Tensor('float32', sin, [ids.length, this.ropeFrequencies.length]);
+    }
     for (const [name, t] of this.state) feeds[name] = t;
     const out = await (ids.length === 1 && this.stepSession ? this.stepSession : this.session).run(feeds);
     const next: RunState = new Map();
@@ -336,6 +381,8 @@ export class ModelRunner {
     if (m.adapter) parts.push({ adapter: m.adapter.sha256 });
     // int4 weights compute other numbers from the same source weights (added likewise, only when present).
     if (m.quantization) parts.push({ quantization: m.quantization });
+    // A ring window's state has another layout than a sliding one's (likewise only when present).
+    if (m.windowLayout) parts.push({ windowLayout: m.windowLayout });
     return crypto.createHash('sha256').update(JSON.stringify(parts)).digest('hex').slice(0, 32);
   }
 

@@ -11,7 +11,7 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { GraphBuilder, type DType, type ExternalTensor } from '../graph/builder';
-import { buildDecoderGraph, int4Names, type AttentionExtension, type WeightTable } from '../graph/transformer';
+import { buildDecoderGraph, int4Names, type AttentionExtension, type WeightTable, type WindowLayout } from '../graph/transformer';
 import { loadModelConfig, parseModelConfig, readJsonFile, type ModelConfig } from '../model/config';
 import { ModelError } from '../model/errors';
 import { Checkpoint, floatToHalf } from '../model/safetensors';
@@ -37,6 +37,8 @@ export interface PackageManifest {
   quantization?: PackageQuantization;
   /** Softmax window (max_self_attn_length); null = unbounded. */
   window: number | null;
+  /** How the inference graphs carry a bounded window (DecoderGraphOptions.windowLayout); absent: sliding. */
+  windowLayout?: WindowLayout;
   /** TPTT settings for Titan packages, under the reference library's field names. */
   tptt?: Record<string, unknown>;
   /** The LoRA adapter merged at conversion: its content hash (adapter.ts), part of the package's identity. */
@@ -283,7 +285,7 @@ export function writePackage(sourceDir: string, outDir: string, options: WriteOp
       const emit = (file: string, mode: 'segment' | 'step', compute: 'float32' | 'float16') => {
         const g = new GraphBuilder(`titan-${mode}-${compute}`, 'weights.bin');
         const int4 = q ? { blockSize: q.blockSize, accuracyLevel: q.accuracyLevel } : undefined;
-        buildDecoderGraph(g, config, tensors, { window: options.window, extension: options.extension?.(config, mode), compute, int4, fusedOps: true });
+        buildDecoderGraph(g, config, tensors, { window: options.window, extension: options.extension?.(config, mode), compute, int4, fusedOps: true, windowLayout: 'ring', oneToken: mode === 'step' });
         fs.writeFileSync(path.join(tmp, file), g.toBytes({ 'titan.kind': options.kind, 'titan.compute': compute }));
       };
       emit(graphs.decoder, 'segment', 'float32');
@@ -310,6 +312,9 @@ export function writePackage(sourceDir: string, outDir: string, options: WriteOp
         dtype: options.dtype,
         ...(q ? { quantization: q } : {}),
         window: options.window,
+        // Inference graphs keep a bounded window as a ring (graph/transformer.ts); packages without
+        // the field are older ones that slide it. The runtime reads the layout from the graph inputs.
+        ...((options.window ?? config.slidingWindow) !== null ? { windowLayout: 'ring' as const } : {}),
         ...(options.tptt ? { tptt: options.tptt } : {}),
         ...(options.adapter ? { adapter: { sha256: options.adapter.sha256 } } : {}),
         weights: { file: 'weights.bin', tensors },
