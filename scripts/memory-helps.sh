@@ -2,7 +2,7 @@
 # Does the memory help? The fair test of issue 7's last acceptance point (docs/alignment.md).
 #
 # Two arms aligned with the same recipe (data, seed, steps, LoRA, learning rate), differing only in μ:
-#   titan    code-llama-19m titanized with --operator delta_rule --window 128 --mag-weight $MU
+#   titan    code-llama-19m titanized with --operator $OPERATOR --window 128 --mag-weight $MU
 #   control  the same with --mag-weight 0: the window alone, the linear branch switched off
 # then `titan perplexity` on held-out long files (left out of training) for
 #   window          the control package before alignment (the base restricted to the window)
@@ -17,6 +17,7 @@
 #   T          the titan command            (default: node --import tsx engine/cli.ts)
 #   PROVIDER   training provider            (default cpu; webgpu on the H200)
 #   THREADS    CPU threads per process      (default: onnxruntime's choice)
+#   OPERATOR   the Titan arm's LiZA operator (default delta_rule)
 #   STEPS BATCH SEQ LOSS_FROM LR MU SCHEDULE TARGETS RANK SEED   the recipe (defaults below: the CPU
 #              pilots' best for the Titan arm, docs/alignment.md)
 #   CONCURRENT 1: align both arms at once (two processes; for a GPU), 0: one after the other
@@ -30,6 +31,7 @@ cd "$(dirname "$0")/.."
 
 T=${T:-node --import tsx engine/cli.ts}
 PROVIDER=${PROVIDER:-cpu}
+OPERATOR=${OPERATOR:-delta_rule}
 STEPS=${STEPS:-112}
 BATCH=${BATCH:-1}
 SEQ=${SEQ:-2048}
@@ -60,14 +62,14 @@ rm -rf "$RESULTS/held"
 for f in $HELD; do mkdir -p "$RESULTS/held/$(dirname "$f")" && cp "$f" "$RESULTS/held/$f"; done
 start=$(date +%s)
 stamp() { echo "[$(($(date +%s) - start)) s] $*" >&2; }
-recipe="steps $STEPS, batch $BATCH, seq $SEQ, loss-from $LOSS_FROM, lr $LR, μ $MU ($SCHEDULE), targets $TARGETS, rank $RANK, seed $SEED, $PROVIDER"
+recipe="operator $OPERATOR, steps $STEPS, batch $BATCH, seq $SEQ, loss-from $LOSS_FROM, lr $LR, μ $MU ($SCHEDULE), targets $TARGETS, rank $RANK, seed $SEED, $PROVIDER"
 echo "$recipe" > "$RESULTS/recipe.txt"
 stamp "recipe: $recipe"
 
 # ── packages ──
 rm -rf "$WORK/titan" "$WORK/control" "$WORK/titan-aligned" "$WORK/control-aligned" "$WORK/titan-aligned-mu0" "$WORK/ablation-adapter"
-$T titanize $MODEL --out "$WORK/titan" --operator delta_rule --window 128 --mag-weight "$MU" > /dev/null
-$T titanize $MODEL --out "$WORK/control" --operator delta_rule --window 128 --mag-weight 0 > /dev/null
+$T titanize $MODEL --out "$WORK/titan" --operator "$OPERATOR" --window 128 --mag-weight "$MU" > /dev/null
+$T titanize $MODEL --out "$WORK/control" --operator "$OPERATOR" --window 128 --mag-weight 0 > /dev/null
 stamp "titanized both arms"
 
 # ── alignment: the same command line for both arms but the package ──
