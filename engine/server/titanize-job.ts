@@ -6,7 +6,7 @@ import { ModelError } from '../model/errors';
 import type { PackageDType, PackageQuantization } from '../titanize/package';
 import type { TpttSettingsInput } from '../titanize/settings';
 import type { TitanizeJobInput, TitanizeWorkerMessage } from './titanize-worker';
-import { startWorker } from '../runtime/start-worker';
+import { startWorker, superviseWorker } from '../runtime/start-worker';
 
 export interface TitanizeJob {
   source: string;
@@ -39,41 +39,26 @@ export function runTitanizeJob(
   const t0 = performance.now();
   const cancelFlag = new SharedArrayBuffer(4);
   const data: TitanizeJobInput = { ...job, cancelFlag };
-  return new Promise<TitanizeJobResult>((resolve, reject) => {
-    if (options.signal?.aborted) return reject(new CancelledError());
-    // Bundled: dist/engine/titanize-worker.js beside dist/engine/server.js.
-    const worker = startWorker(__dirname, 'titanize-worker.js', ['titanize-worker.ts', path.join('server', 'titanize-worker.ts')], { workerData: data, stdout: true });
-    worker.stdout.resume();
-    let settled = false;
-    let killTimer: NodeJS.Timeout | undefined;
-    const finish = (fn: () => void) => {
-      if (settled) return;
-      settled = true;
-      options.signal?.removeEventListener('abort', onAbort);
-      if (killTimer) clearTimeout(killTimer);
-      fn();
-    };
-    const onAbort = () => {
-      Atomics.store(new Int32Array(cancelFlag), 0, 1);
-      // A tensor can take a while on a big model; give it a few seconds, then stop the thread.
-      killTimer = setTimeout(() => void worker.terminate(), 5000);
-    };
-    options.signal?.addEventListener('abort', onAbort, { once: true });
-    worker.on('message', (m: TitanizeWorkerMessage) => {
+  if (options.signal?.aborted) return Promise.reject(new CancelledError());
+  // Bundled: dist/engine/titanize-worker.js beside dist/engine/server.js.
+  const worker = startWorker(__dirname, 'titanize-worker.js', ['titanize-worker.ts', path.join('server', 'titanize-worker.ts')], { workerData: data, stdout: true });
+  worker.stdout.resume();
+  return superviseWorker<TitanizeWorkerMessage, TitanizeJobResult>(worker, options.signal, {
+    read: (m) => {
       if (m.type === 'progress') options.onProgress?.(m.done, m.total, m.message);
-      else if (m.type === 'done') finish(() => resolve({ packageDir: m.packageDir, weightsBytes: m.weightsBytes, seconds: (performance.now() - t0) / 1000 }));
+      else if (m.type === 'done') return { result: { packageDir: m.packageDir, weightsBytes: m.weightsBytes, seconds: (performance.now() - t0) / 1000 } };
       else if (m.type === 'error') {
-        finish(() => {
-          if (m.name === 'CancelledError') reject(new CancelledError());
-          else if (m.name === 'ModelError') reject(new ModelError(m.message));
-          else reject(new Error(`conversion failed: ${m.message}`));
-        });
+        if (m.name === 'CancelledError') return { error: new CancelledError() };
+        return { error: m.name === 'ModelError' ? new ModelError(m.message) : new Error(`conversion failed: ${m.message}`) };
       }
-    });
-    worker.on('error', (e) => finish(() => reject(new Error(`conversion worker crashed: ${e.message}`))));
-    worker.on('exit', (code) => {
-      if (options.signal?.aborted) removeLeftovers(job.out);
-      finish(() => (options.signal?.aborted ? reject(new CancelledError()) : reject(new Error(`conversion worker exited (code ${code})`))));
-    });
+      return undefined;
+    },
+    // The writer checks the flag between tensors; one tensor can take a while on a big model.
+    requestStop: () => Atomics.store(new Int32Array(cancelFlag), 0, 1),
+    stopGraceMs: 5000,
+    cancelled: () => new CancelledError(),
+    crashed: (e) => new Error(`conversion worker crashed: ${e.message}`),
+    exited: (code) => new Error(`conversion worker exited (code ${code})`),
+    afterCancelledExit: () => removeLeftovers(job.out),
   });
 }

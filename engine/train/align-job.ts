@@ -6,44 +6,30 @@
 import { ModelError } from '../model/errors';
 import { AlignCancelledError, type AlignEvent, type AlignReport } from './align';
 import type { AlignJobInput, AlignWorkerMessage } from './align-worker';
-import { startWorker } from '../runtime/start-worker';
+import { startWorker, superviseWorker } from '../runtime/start-worker';
 
 export type { AlignJobInput } from './align-worker';
 
 export function runAlignJob(input: AlignJobInput, options: { signal?: AbortSignal; onEvent?: (e: AlignEvent) => void } = {}): Promise<AlignReport> {
   const data = { role: 'titan-align', input };
-  return new Promise<AlignReport>((resolve, reject) => {
-    if (options.signal?.aborted) return reject(new AlignCancelledError('alignment cancelled before it started'));
-    const worker = startWorker(__dirname, 'align-worker.js', ['align-worker.ts'], { workerData: data, stdout: true });
-    worker.stdout.resume();
-    let settled = false;
-    let killTimer: NodeJS.Timeout | undefined;
-    const finish = (fn: () => void) => {
-      if (settled) return;
-      settled = true;
-      options.signal?.removeEventListener('abort', onAbort);
-      if (killTimer) clearTimeout(killTimer);
-      fn();
-      void worker.terminate();
-    };
-    const onAbort = () => {
-      worker.postMessage({ type: 'cancel' });
-      // A step finishes first (seconds on a GPU, longer on a CPU); past that, stop the thread.
-      killTimer = setTimeout(() => finish(() => reject(new AlignCancelledError('alignment cancelled (the worker did not stop in time; the last checkpoint is kept)'))), 120_000);
-    };
-    options.signal?.addEventListener('abort', onAbort, { once: true });
-    worker.on('message', (m: AlignWorkerMessage) => {
-      if (m.type === 'event') options.onEvent?.(m.event);
-      else if (m.type === 'done') finish(() => resolve(m.report));
-      else {
-        finish(() => {
-          if (m.name === 'CancelledError') reject(new AlignCancelledError(m.message));
-          else if (m.name === 'ModelError') reject(new ModelError(m.message));
-          else reject(new Error(`alignment failed: ${m.message}`));
-        });
+  if (options.signal?.aborted) return Promise.reject(new AlignCancelledError('alignment cancelled before it started'));
+  const worker = startWorker(__dirname, 'align-worker.js', ['align-worker.ts'], { workerData: data, stdout: true });
+  worker.stdout.resume();
+  return superviseWorker<AlignWorkerMessage, AlignReport>(worker, options.signal, {
+    read: (m) => {
+      if (m.type === 'event') {
+        options.onEvent?.(m.event);
+        return undefined;
       }
-    });
-    worker.on('error', (e) => finish(() => reject(new Error(`alignment worker crashed: ${e.message}`))));
-    worker.on('exit', (code) => finish(() => reject(new Error(`alignment worker exited (code ${code})`))));
+      if (m.type === 'done') return { result: m.report };
+      if (m.name === 'CancelledError') return { error: new AlignCancelledError(m.message) };
+      return { error: m.name === 'ModelError' ? new ModelError(m.message) : new Error(`alignment failed: ${m.message}`) };
+    },
+    // The worker stops after the current step (seconds on a GPU, longer on a CPU) and saves a checkpoint.
+    requestStop: () => worker.postMessage({ type: 'cancel' }),
+    stopGraceMs: 120_000,
+    cancelled: () => new AlignCancelledError('alignment cancelled (the worker did not stop in time; the last checkpoint is kept)'),
+    crashed: (e) => new Error(`alignment worker crashed: ${e.message}`),
+    exited: (code) => new Error(`alignment worker exited (code ${code})`),
   });
 }
