@@ -6,10 +6,10 @@ import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { EngineErrorCodes, ValidateAlignSettingsRequest, type AlignFieldError, type AlignSettings } from '../protocol/engine';
 import { ALIGN_DEFAULTS } from '../protocol/settings';
-import { explainRejection, parseAlignToHost, type AlignToHost, type HostToAlign } from '../protocol/webview';
+import { parseAlignToHost, type AlignToHost, type HostToAlign } from '../protocol/webview';
 import type { Ctx } from './context';
 import { EngineRequestError } from './engine-client';
-import { renderWebviewHtml, webviewOptions } from './webview-html';
+import { connectForm, createFormPanel } from './form-panel';
 
 export class AlignPanel implements vscode.Disposable {
   static readonly viewType = 'titan.align';
@@ -24,10 +24,7 @@ export class AlignPanel implements vscode.Disposable {
       existing.panel.reveal();
       return existing;
     }
-    const panel = vscode.window.createWebviewPanel(AlignPanel.viewType, `Align: ${label}`, vscode.ViewColumn.Active, {
-      ...webviewOptions(ctx.extensionUri),
-      retainContextWhenHidden: true,
-    });
+    const panel = createFormPanel(ctx, AlignPanel.viewType, `Align: ${label}`);
     const p = new AlignPanel(ctx, panel, packagePath, label);
     AlignPanel.open.set(packagePath, p);
     return p;
@@ -39,14 +36,8 @@ export class AlignPanel implements vscode.Disposable {
     readonly packagePath: string,
     private readonly label: string,
   ) {
-    panel.webview.html = renderWebviewHtml(panel.webview, ctx.extensionUri, 'align', `Align ${label}`);
     this.disposables.push(
-      panel.webview.onDidReceiveMessage((raw: unknown) => {
-        const msg = parseAlignToHost(raw);
-        if (!msg) return ctx.log.warn(`align panel: dropped an invalid message (${explainRejection('align', raw)})`);
-        void this.handle(msg).catch((e: Error) => ctx.log.error(`align panel: ${msg.type} failed: ${e.message}`));
-      }),
-      panel.onDidDispose(() => this.dispose()),
+      ...connectForm(ctx, panel, { kind: 'align', title: `Align ${label}`, logName: 'align panel', parse: parseAlignToHost, handle: (msg) => this.handle(msg), onDispose: () => this.dispose() }),
     );
   }
 

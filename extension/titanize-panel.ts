@@ -3,11 +3,11 @@
 // cancellable notification) and registers the result as the model in use.
 import * as vscode from 'vscode';
 import { EngineErrorCodes, ValidateSettingsRequest, type ConversionSettings, type FieldError } from '../protocol/engine';
-import { explainRejection, parseTitanizeToHost, type HostToTitanize, type TitanizeToHost } from '../protocol/webview';
+import { parseTitanizeToHost, type HostToTitanize, type TitanizeToHost } from '../protocol/webview';
 import { OPERATOR_MODES } from '../engine/titanize/settings';
 import type { Ctx } from './context';
 import { EngineRequestError } from './engine-client';
-import { renderWebviewHtml, webviewOptions } from './webview-html';
+import { connectForm, createFormPanel } from './form-panel';
 
 export class TitanizePanel implements vscode.Disposable {
   static readonly viewType = 'titan.titanize';
@@ -23,10 +23,7 @@ export class TitanizePanel implements vscode.Disposable {
       existing.panel.reveal();
       return existing;
     }
-    const panel = vscode.window.createWebviewPanel(TitanizePanel.viewType, `Titanize: ${label}`, vscode.ViewColumn.Active, {
-      ...webviewOptions(ctx.extensionUri),
-      retainContextWhenHidden: true,
-    });
+    const panel = createFormPanel(ctx, TitanizePanel.viewType, `Titanize: ${label}`);
     const p = new TitanizePanel(ctx, panel, source, label);
     TitanizePanel.open.set(source, p);
     return p;
@@ -38,14 +35,8 @@ export class TitanizePanel implements vscode.Disposable {
     readonly source: string,
     private readonly label: string,
   ) {
-    panel.webview.html = renderWebviewHtml(panel.webview, ctx.extensionUri, 'titanize', `Titanize ${label}`);
     this.disposables.push(
-      panel.webview.onDidReceiveMessage((raw: unknown) => {
-        const msg = parseTitanizeToHost(raw);
-        if (!msg) return ctx.log.warn(`titanize form: dropped an invalid message (${explainRejection('titanize', raw)})`);
-        void this.handle(msg).catch((e: Error) => ctx.log.error(`titanize form: ${msg.type} failed: ${e.message}`));
-      }),
-      panel.onDidDispose(() => this.dispose()),
+      ...connectForm(ctx, panel, { kind: 'titanize', title: `Titanize ${label}`, logName: 'titanize form', parse: parseTitanizeToHost, handle: (msg) => this.handle(msg), onDispose: () => this.dispose() }),
     );
   }
 
