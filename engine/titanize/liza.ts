@@ -98,10 +98,7 @@ export class LizaExtension implements AttentionExtension {
     const i = ctx.layer;
     const tptt = this.settings.semantics === 'tptt-0.12';
     const rc = this.settings.recurrent_config;
-    const sIn = g.input(`state_in.${i}.S`, 'float32', ['Ps', H, d, d]);
-    const poolKIn = g.input(`state_in.${i}.pool_k`, 'float32', ['Pk', Hk * d]);
-    const poolVIn = g.input(`state_in.${i}.pool_v`, 'float32', ['Pk', Hk * d]);
-    const histIn = n > 1 ? g.input(`state_in.${i}.hist`, 'float32', [5, H, 'Ph', d]) : null;
+    const { S: sIn, poolK: poolKIn, poolV: poolVIn, hist: histIn } = this.stateInputs(g, i);
     const T = ctx.newTokens; // [1]
     // The linear branch and its state always compute in float32, whatever the activation dtype.
     const f32 = (x: Value) => (ctx.dtype === 'float32' ? x : g.op('Cast', [x], { to: 1 }));
@@ -177,9 +174,7 @@ export class LizaExtension implements AttentionExtension {
     const G = H / Hk;
     const i = ctx.layer;
     const rc = this.settings.recurrent_config;
-    const sIn = g.input(`state_in.${i}.S`, 'float32', ['Ps', H, d, d]);
-    const poolKIn = g.input(`state_in.${i}.pool_k`, 'float32', ['Pk', Hk * d]);
-    const poolVIn = g.input(`state_in.${i}.pool_v`, 'float32', ['Pk', Hk * d]);
+    const { S: sIn, poolK: poolKIn, poolV: poolVIn } = this.stateInputs(g, i);
     const f32 = (x: Value) => (ctx.dtype === 'float32' ? x : g.op('Cast', [x], { to: 1 }));
     const softmaxAct = ctx.softmaxOut;
     ctx = { ...ctx, q: f32(ctx.q), k: f32(ctx.k), v: f32(ctx.v) };
@@ -208,10 +203,8 @@ export class LizaExtension implements AttentionExtension {
     const k = slice(g, features, [G], [G + 1], [1]); // [Hk, 1, 1, d]
     const v = mul(g, perKvHead(ctx.v), g.float(1 / Math.sqrt(d)));
 
-    // S̃ = S·diag(α); u = β⊙v̂ − S̃ᵀ(β⊙k̂); S ← S̃ + k̂uᵀ; o = Sᵀq̂. S is [Hk, G, d, d]; the carried
-    // state is the last of (zeros, state_in), so a stream start reads zeros.
-    const zeros = g.constant('float32', [1, H, d, d], new Float32Array(H * d * d));
-    const s0 = reshape(g, slice(g, concat(g, [zeros, sIn], 0), [-1], [2 ** 62], [0]), [Hk, G, d, d]);
+    // S̃ = S·diag(α); u = β⊙v̂ − S̃ᵀ(β⊙k̂); S ← S̃ + k̂uᵀ; o = Sᵀq̂. S is [Hk, G, d, d].
+    const s0 = reshape(g, this.initialState(g, sIn, false), [Hk, G, d, d]);
     const decayed = alpha ? mul(g, s0, alpha) : s0;
     const u = sub(g, mul(g, v, beta), matmul(g, mul(g, k, beta), decayed)); // [Hk, G, 1, d]
     const sNext = add(g, decayed, matmul(g, reshape(g, k, [Hk, 1, d, 1]), u));
@@ -296,13 +289,32 @@ export class LizaExtension implements AttentionExtension {
     return [mean, slice(g, padded, [-2], [2 ** 62], [0])];
   }
 
-  /** The carried state, or the initial one at the stream start (and per call in tptt-0.12). */
+  /**
+   * Layer i's state inputs, declared in one place for the segment and step graphs (which alternate
+   * on one state): S [Ps, H, d, d], the pooled rows of raw k and v [Pk, Hk·d], and for order > 1 the
+   * history of the last virtual-token inputs [5, H, Ph, d]. Each starts zero-sized (nothing carried).
+   */
+  private stateInputs(g: GraphBuilder, i: number): { S: Value; poolK: Value; poolV: Value; hist: Value | null } {
+    const { H, Hk, d, n } = this;
+    return {
+      S: g.input(`state_in.${i}.S`, 'float32', ['Ps', H, d, d]),
+      poolK: g.input(`state_in.${i}.pool_k`, 'float32', ['Pk', Hk * d]),
+      poolV: g.input(`state_in.${i}.pool_v`, 'float32', ['Pk', Hk * d]),
+      hist: n > 1 ? g.input(`state_in.${i}.hist`, 'float32', [5, H, 'Ph', d]) : null,
+    };
+  }
+
+  /**
+   * The carried state [H, d, d], or the initial one at the stream start (and per call in
+   * tptt-0.12): the last of (initial, state_in), so an empty state_in reads the initial state.
+   */
   private initialState(g: GraphBuilder, sIn: Value, tptt: boolean): Value {
     const { H, d } = this;
     const init = g.constant('float32', [1, H, d, d], new Float32Array(H * d * d).fill(tptt ? TPTT_INITIAL_STATE : 0));
     const cand = concat(g, [init, sIn], 0); // [1+Ps, H, d, d]
+    if (!tptt) return reshape(g, slice(g, cand, [-1], [2 ** 62], [0]), [H, d, d]);
     const last = sub(g, dimOf(g, cand, 0), g.ints([1]));
-    const idx = tptt ? g.op('Where', [this.callStart, g.ints([0]), last]) : last;
+    const idx = g.op('Where', [this.callStart, g.ints([0]), last]);
     return g.op('Gather', [cand, g.op('Squeeze', [idx, g.ints([0])])], { axis: 0 }); // [H, d, d]
   }
 
