@@ -204,7 +204,7 @@ export class LizaExtension implements AttentionExtension {
     const v = mul(g, perKvHead(ctx.v), g.float(1 / Math.sqrt(d)));
 
     // S̃ = S·diag(α); u = β⊙v̂ − S̃ᵀ(β⊙k̂); S ← S̃ + k̂uᵀ; o = Sᵀq̂. S is [Hk, G, d, d].
-    const s0 = reshape(g, this.initialState(g, sIn, false), [Hk, G, d, d]);
+    const s0 = this.initialState(g, sIn, false, [Hk, G, d, d]);
     const decayed = alpha ? mul(g, s0, alpha) : s0;
     const u = sub(g, mul(g, v, beta), matmul(g, mul(g, k, beta), decayed)); // [Hk, G, 1, d]
     const sNext = add(g, decayed, matmul(g, reshape(g, k, [Hk, 1, d, 1]), u));
@@ -305,14 +305,15 @@ export class LizaExtension implements AttentionExtension {
   }
 
   /**
-   * The carried state [H, d, d], or the initial one at the stream start (and per call in
-   * tptt-0.12): the last of (initial, state_in), so an empty state_in reads the initial state.
+   * The carried state [H, d, d] (exact semantics: any `shape` of it), or the initial one at the
+   * stream start (and per call in tptt-0.12): the last of (initial, state_in), so an empty state_in
+   * reads the initial state.
    */
-  private initialState(g: GraphBuilder, sIn: Value, tptt: boolean): Value {
+  private initialState(g: GraphBuilder, sIn: Value, tptt: boolean, shape: number[] = [this.H, this.d, this.d]): Value {
     const { H, d } = this;
     const init = g.constant('float32', [1, H, d, d], new Float32Array(H * d * d).fill(tptt ? TPTT_INITIAL_STATE : 0));
     const cand = concat(g, [init, sIn], 0); // [1+Ps, H, d, d]
-    if (!tptt) return reshape(g, slice(g, cand, [-1], [2 ** 62], [0]), [H, d, d]);
+    if (!tptt) return reshape(g, slice(g, cand, [-1], [2 ** 62], [0]), shape);
     const last = sub(g, dimOf(g, cand, 0), g.ints([1]));
     const idx = g.op('Where', [this.callStart, g.ints([0]), last]);
     return g.op('Gather', [cand, g.op('Squeeze', [idx, g.ints([0])])], { axis: 0 }); // [H, d, d]
