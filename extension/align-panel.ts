@@ -9,7 +9,7 @@ import { ALIGN_DEFAULTS } from '../protocol/settings';
 import { parseAlignToHost, type AlignToHost, type HostToAlign } from '../protocol/webview';
 import type { Ctx } from './context';
 import { EngineRequestError } from './engine-client';
-import { connectForm, createFormPanel } from './form-panel';
+import { connectForm, createFormPanel, revealOrCreate } from './form-panel';
 
 export class AlignPanel implements vscode.Disposable {
   static readonly viewType = 'titan.align';
@@ -19,15 +19,7 @@ export class AlignPanel implements vscode.Disposable {
   private disposed = false;
 
   static show(ctx: Ctx, packagePath: string, label: string): AlignPanel {
-    const existing = AlignPanel.open.get(packagePath);
-    if (existing) {
-      existing.panel.reveal();
-      return existing;
-    }
-    const panel = createFormPanel(ctx, AlignPanel.viewType, `Align: ${label}`);
-    const p = new AlignPanel(ctx, panel, packagePath, label);
-    AlignPanel.open.set(packagePath, p);
-    return p;
+    return revealOrCreate(AlignPanel.open, packagePath, () => new AlignPanel(ctx, createFormPanel(ctx, AlignPanel.viewType, `Align: ${label}`), packagePath, label));
   }
 
   private constructor(

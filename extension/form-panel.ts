@@ -29,3 +29,15 @@ export function connectForm<M extends { type: string }>(
     panel.onDidDispose(form.onDispose),
   ];
 }
+
+/** One form per subject: reveals the open one for `key`, or creates it (its dispose removes it from `open`). */
+export function revealOrCreate<P extends { panel: vscode.WebviewPanel }>(open: Map<string, P>, key: string, create: () => P): P {
+  const existing = open.get(key);
+  if (existing) {
+    existing.panel.reveal();
+    return existing;
+  }
+  const created = create();
+  open.set(key, created);
+  return created;
+}

@@ -7,7 +7,7 @@ import { parseTitanizeToHost, type HostToTitanize, type TitanizeToHost } from '.
 import { OPERATOR_MODES } from '../engine/titanize/settings';
 import type { Ctx } from './context';
 import { EngineRequestError } from './engine-client';
-import { connectForm, createFormPanel } from './form-panel';
+import { connectForm, createFormPanel, revealOrCreate } from './form-panel';
 
 export class TitanizePanel implements vscode.Disposable {
   static readonly viewType = 'titan.titanize';
@@ -18,15 +18,7 @@ export class TitanizePanel implements vscode.Disposable {
   private readonly disposables: vscode.Disposable[] = [];
 
   static show(ctx: Ctx, source: string, label: string): TitanizePanel {
-    const existing = TitanizePanel.open.get(source);
-    if (existing) {
-      existing.panel.reveal();
-      return existing;
-    }
-    const panel = createFormPanel(ctx, TitanizePanel.viewType, `Titanize: ${label}`);
-    const p = new TitanizePanel(ctx, panel, source, label);
-    TitanizePanel.open.set(source, p);
-    return p;
+    return revealOrCreate(TitanizePanel.open, source, () => new TitanizePanel(ctx, createFormPanel(ctx, TitanizePanel.viewType, `Titanize: ${label}`), source, label));
   }
 
   private constructor(
