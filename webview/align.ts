@@ -5,6 +5,7 @@ import { parseHostToAlign, type AlignDefaults, type AlignToHost, type HostToAlig
 import type { AlignField, AlignFieldError, AlignProgressValue, AlignSettings } from '../protocol/settings';
 import { lossPlotModel, renderLossPlot, type LossPoint } from './loss-plot';
 import { button, dropdown, registerControls, textField, type ButtonControl, type ValueControl } from './toolkit';
+import { alertLine, el, fieldRow } from './form-dom';
 import type { HostApi } from './vscode-api';
 
 /** Form field → element id (the ids are part of the contract with the UI tests). */
@@ -37,14 +38,6 @@ const HELP: Record<AlignField, string> = {
   batch: 'Sequences whose gradients are summed per step.',
   sequence: 'Tokens per training sequence.',
 };
-
-function el<K extends keyof HTMLElementTagNameMap>(tag: K, className?: string, text?: string, id?: string): HTMLElementTagNameMap[K] {
-  const e = document.createElement(tag);
-  if (className) e.className = className;
-  if (text !== undefined) e.textContent = text;
-  if (id) e.id = id;
-  return e;
-}
 
 function formatDuration(seconds: number): string {
   if (!Number.isFinite(seconds) || seconds < 0) return '–';
@@ -87,22 +80,12 @@ export function startAlign(root: HTMLElement, host: HostApi<AlignToHost, unknown
 
     const form = el('div', 'form');
     for (const field of Object.keys(controls) as AlignField[]) {
-      const row = el('div', 'field');
-      const label = el('label', 'field-label', LABELS[field]);
-      label.htmlFor = FIELD_IDS[field];
-      const line = el('div', 'field-control');
-      line.append(controls[field]);
-      const error = el('div', 'field-error', undefined, `${FIELD_IDS[field]}-error`);
-      error.setAttribute('role', 'alert');
-      error.hidden = true;
+      const { row, error } = fieldRow(LABELS[field], FIELD_IDS[field], [controls[field]], HELP[field]);
       errorsOf[field] = error;
       rows[field] = row;
-      row.append(label, line, el('div', 'field-help', HELP[field]), error);
       form.append(row);
     }
-    const general = el('div', 'field-error general', undefined, 'general-error');
-    general.setAttribute('role', 'alert');
-    general.hidden = true;
+    const general = alertLine('field-error general', 'general-error');
 
     const start: ButtonControl = button('start', 'Align');
     const resume: ButtonControl = button('resume', 'Resume', { appearance: 'secondary', title: 'Continue the cancelled run from its checkpoint (same settings)' });

@@ -3,6 +3,7 @@
 import { parseHostToTitanize, type FormDefaults, type HostToTitanize, type TitanizeToHost } from '../protocol/webview';
 import type { ConversionSettings, FieldError, SettingsField } from '../protocol/settings';
 import { button, checkbox, dropdown, registerControls, textField, type ButtonControl, type CheckControl, type ValueControl } from './toolkit';
+import { alertLine, el, fieldRow } from './form-dom';
 import type { HostApi } from './vscode-api';
 
 /** Form field → element id (the ids are part of the contract with the UI tests). */
@@ -39,13 +40,6 @@ const LABELS: Record<SettingsField, string> = {
   adapter: 'Adapter',
 };
 
-function el<K extends keyof HTMLElementTagNameMap>(tag: K, className?: string, text?: string): HTMLElementTagNameMap[K] {
-  const e = document.createElement(tag);
-  if (className) e.className = className;
-  if (text !== undefined) e.textContent = text;
-  return e;
-}
-
 export function startTitanize(root: HTMLElement, host: HostApi<TitanizeToHost, unknown>): void {
   registerControls();
   root.replaceChildren(el('p', 'loading', 'Loading…'));
@@ -73,30 +67,17 @@ export function startTitanize(root: HTMLElement, host: HostApi<TitanizeToHost, u
 
     const form = el('div', 'form');
     for (const field of Object.keys(controls) as SettingsField[]) {
-      const row = el('div', 'field');
-      const label = el('label', 'field-label', LABELS[field]);
-      label.htmlFor = FIELD_IDS[field];
-      const control = controls[field];
-      const line = el('div', 'field-control');
-      line.append(control);
+      const line: HTMLElement[] = [controls[field]];
       if (field === 'adapter') {
         const browse = button('browse-adapter', 'Browse…', { appearance: 'secondary', title: 'Choose an adapter folder' });
         browse.addEventListener('click', () => host.post({ type: 'browseAdapter' }));
-        line.append(browse);
+        line.push(browse);
       }
-      const help = el('div', 'field-help', HELP[field]);
-      const error = el('div', 'field-error');
-      error.id = `${FIELD_IDS[field]}-error`;
-      error.setAttribute('role', 'alert');
-      error.hidden = true;
+      const { row, error } = fieldRow(LABELS[field], FIELD_IDS[field], line, HELP[field]);
       errorsOf[field] = error;
-      row.append(label, line, help, error);
       form.append(row);
     }
-    const general = el('div', 'field-error general');
-    general.id = 'general-error';
-    general.setAttribute('role', 'alert');
-    general.hidden = true;
+    const general = alertLine('field-error general', 'general-error');
 
     const progressBox = el('div', 'progress');
     progressBox.hidden = true;
