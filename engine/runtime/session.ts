@@ -62,7 +62,7 @@ export interface SessionTuning {
 /** Every graph input that carries state from one run to the next, by name. */
 export type RunState = Map<string, ort.Tensor>;
 
-/** The initial value of a state input: zero-sized along its symbolic axes (the graph supplies defaults). */
+/** The initial value of a state input: zero-sized along its symbolic axes (the graph supplies defaults), zeros along fixed ones (a ring window's slots, masked until filled). */
 function emptyLike(dims: readonly (number | string)[], type: string): ort.Tensor {
   const shape = dims.map((d) => (typeof d === 'number' ? d : 0));
   const size = shape.reduce((a, b) => a * b, 1);
