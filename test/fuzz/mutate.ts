@@ -122,7 +122,10 @@ function editJson(root: unknown, rnd: Rng, dictionary: readonly string[], extraV
   walk(root, 0);
   const replacement = (): unknown => {
     const k = rnd.below(4);
-    if (k === 0) return rnd.pick(JSON_VALUES);
+    // A copy: JSON_VALUES' arrays and objects are shared, and a later edit inside the inserted value
+    // would change the constant for every later input — and could make it contain itself (a cycle
+    // JSON.stringify refuses; seed 916722345, safetensors-index).
+    if (k === 0) return structuredClone(rnd.pick(JSON_VALUES));
     if (k === 1 && dictionary.length) return rnd.pick(dictionary).replace(/^"|"$/g, '');
     if (k === 2) return extraValues();
     return rnd.below(1000) - 500;
