@@ -5,7 +5,8 @@ import { parseHostToAlign, type AlignDefaults, type AlignToHost, type HostToAlig
 import type { AlignField, AlignFieldError, AlignProgressValue, AlignSettings } from '../protocol/settings';
 import { lossPlotModel, renderLossPlot, type LossPoint } from './loss-plot';
 import { button, dropdown, registerControls, textField, type ButtonControl, type ValueControl } from './toolkit';
-import { alertLine, el, fieldRow } from './form-dom';
+import { el } from './dom';
+import { alertLine, fieldRow } from './form-dom';
 import type { HostApi } from './vscode-api';
 
 /** Form field → element id (the ids are part of the contract with the UI tests). */

@@ -4,6 +4,7 @@ import { parseHostToChat, type ChatEntry, type ChatStatus, type ChatToHost, type
 import { codeOfAction, createMarkdownRenderer } from './markdown';
 import { button, registerControls, type ButtonControl } from './toolkit';
 import type { HostApi } from './vscode-api';
+import { el } from './dom';
 
 type Source = NonNullable<ChatEntry['sources']>[number];
 
@@ -14,13 +15,6 @@ interface State {
 
 const MODEL_OTHER = '__other__';
 const MODEL_TITANIZE = '__titanize__';
-
-function el<K extends keyof HTMLElementTagNameMap>(tag: K, className?: string, text?: string): HTMLElementTagNameMap[K] {
-  const e = document.createElement(tag);
-  if (className) e.className = className;
-  if (text !== undefined) e.textContent = text;
-  return e;
-}
 
 export function startChat(root: HTMLElement, host: HostApi<ChatToHost, State>): void {
   registerControls();

@@ -1,13 +1,6 @@
-// DOM pieces the settings forms (Titanize, Align) build alike: elements, a labelled field row with
-// its help and inline error, and an alert line for errors that belong to no field.
-
-export function el<K extends keyof HTMLElementTagNameMap>(tag: K, className?: string, text?: string, id?: string): HTMLElementTagNameMap[K] {
-  const e = document.createElement(tag);
-  if (className) e.className = className;
-  if (text !== undefined) e.textContent = text;
-  if (id) e.id = id;
-  return e;
-}
+// DOM pieces the settings forms (Titanize, Align) build alike: a labelled field row with its help and
+// inline error, and an alert line for errors that belong to no field.
+import { el } from './dom';
 
 /** A hidden line that screen readers announce when it is filled and shown (role=alert). */
 export function alertLine(className: string, id: string): HTMLElement {

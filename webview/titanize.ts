@@ -3,7 +3,8 @@
 import { parseHostToTitanize, type FormDefaults, type HostToTitanize, type TitanizeToHost } from '../protocol/webview';
 import type { ConversionSettings, FieldError, SettingsField } from '../protocol/settings';
 import { button, checkbox, dropdown, registerControls, textField, type ButtonControl, type CheckControl, type ValueControl } from './toolkit';
-import { alertLine, el, fieldRow } from './form-dom';
+import { el } from './dom';
+import { alertLine, fieldRow } from './form-dom';
 import type { HostApi } from './vscode-api';
 
 /** Form field → element id (the ids are part of the contract with the UI tests). */
