@@ -96,7 +96,8 @@ function bytesToUnicode(): string[] {
   return Array.from({ length: 256 }, (_, b) => String.fromCharCode(printable.has(b) ? b : 256 + extra++));
 }
 
-function writeByteTokenizer(dir: string, shape: SyntheticShape): void {
+/** The byte-level tokenizer of a synthetic checkpoint: 256 byte tokens, the shape's special tokens at their real ids. */
+export function writeByteTokenizer(dir: string, shape: SyntheticShape): void {
   const vocab = Object.fromEntries(bytesToUnicode().map((ch, i) => [ch, i]));
   const specials = [
     { id: shape.bosTokenId, content: '<|begin_of_text|>' },

@@ -272,10 +272,16 @@ export class StreamDecoder {
 /** Tokenizer models @huggingface/tokenizers runs. */
 const TOKENIZER_MODEL_TYPES = ['BPE', 'WordPiece', 'Unigram'] as const;
 
-/** Loads the tokenizer of the checkpoint in `dir`; every problem is a ModelError naming the file. */
 /** No tokenizer in use has ids past 2^24 (the largest vocabularies hold about 2^18 tokens). */
 const MAX_TOKEN_ID = 2 ** 24;
+/**
+ * Ids below this are always accepted, however small the vocabulary: a model's special tokens sit at
+ * their real ids (128000 in Llama 3) even where the vocabulary is cut down, as in the synthetic
+ * checkpoints' byte tokenizers, and an id table of this size costs a few MB.
+ */
+const ALWAYS_ALLOWED_IDS = 2 ** 18;
 
+/** Loads the tokenizer of the checkpoint in `dir`; every problem is a ModelError naming the file. */
 export function loadTokenizer(dir: string): TitanTokenizer {
   const root = path.resolve(dir);
   const tokenizerFile = path.join(root, 'tokenizer.json');
@@ -301,7 +307,7 @@ export function loadTokenizer(dir: string): TitanTokenizer {
   // Ids also size the library's id → token table: one far past the vocabulary (2^31) would have it
   // fill billions of slots. Real vocabularies are dense, with added tokens after them.
   const added = (tokenizerJson as { added_tokens?: unknown }).added_tokens;
-  const idLimit = Math.min(MAX_TOKEN_ID, 2 * (Object.keys(vocab ?? {}).length + (Array.isArray(added) ? added.length : 0)) + 1024);
+  const idLimit = Math.min(MAX_TOKEN_ID, Math.max(ALWAYS_ALLOWED_IDS, 2 * (Object.keys(vocab ?? {}).length + (Array.isArray(added) ? added.length : 0)) + 1024));
   const checkId = (token: unknown, id: unknown, where: string) => {
     if (!Number.isSafeInteger(id) || (id as number) < 0) throw new ModelError(`tokenizer.json in ${root}: token ${clip(String(JSON.stringify(token)))} has id ${clip(String(JSON.stringify(id)))} in "${where}", not a non-negative integer; re-export it with save_pretrained`);
     if ((id as number) >= idLimit) throw new ModelError(`tokenizer.json in ${root}: token ${clip(String(JSON.stringify(token)))} has id ${id} in "${where}", far beyond the vocabulary's size; re-export it with save_pretrained`);

@@ -13,7 +13,7 @@ import { defaultContenders, parsePackage, parseVariant, prepareContenders } from
 import type { BenchReport } from '../../engine/bench/run';
 import { computeChecks, computeRatios, parseContext } from '../../engine/bench/run';
 import { renderPlot } from '../../engine/bench/svg';
-import { SYNTHETIC_SHAPES, parameterCount, writeSyntheticCheckpoint } from '../../engine/bench/synthetic';
+import { SYNTHETIC_SHAPES, parameterCount, writeByteTokenizer, writeSyntheticCheckpoint } from '../../engine/bench/synthetic';
 import { loadModelConfig } from '../../engine/model/config';
 import { ModelError } from '../../engine/model/errors';
 import { loadTokenizer } from '../../engine/model/tokenizer';
@@ -238,6 +238,18 @@ describe('synthetic checkpoints', () => {
       await model.release();
     }
     await assert.rejects(writeSyntheticCheckpoint(path.join(tmp, 'x'), 'gpt-5'), ModelError);
+  });
+
+  it('llama-1b\'s byte tokenizer loads: special tokens at 128000, far past its 256 byte tokens', () => {
+    // The loader refuses ids far past a vocabulary's size (a 2^31 id hung the library); Llama 3's
+    // special ids are not far in that sense, and the GPU benchmarks read this tokenizer.
+    const dir = path.join(tmp, 'synthetic-1b-tokenizer');
+    fs.mkdirSync(dir, { recursive: true });
+    writeByteTokenizer(dir, SYNTHETIC_SHAPES['llama-1b']);
+    const tokenizer = loadTokenizer(dir);
+    const ids = tokenizer.encode('ok<|end_of_text|>');
+    assert.deepEqual(ids, [111, 107, 128001]);
+    assert.equal(tokenizer.decode(ids), 'ok<|end_of_text|>');
   });
 
   it('the bench command writes one with --synthetic … --model-only, and refuses bad options in one line', TIMEOUT, () => {
