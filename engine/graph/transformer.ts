@@ -16,6 +16,7 @@
 //            + the extension's state outputs
 import type { ModelConfig } from '../model/config';
 import { ropeInverseFrequencies } from '../model/config';
+import { floatToHalf } from '../model/safetensors';
 import type { ExternalTensor, GraphBuilder, Value } from './builder';
 import { add, cast, concat, dimOf, linear, matMulNBits, matmul, mul, range, reshape, rmsNorm, rope, silu, slice, sub, transpose, unsqueeze } from './ops';
 
@@ -42,13 +43,18 @@ export interface AttentionContext {
   q: Value;
   k: Value;
   v: Value;
-  /** The softmax branch output after o_proj: [T, C]. */
-  softmaxOut: Value;
+  /** The fused projection q, k and v were split from: [T, (H+2Hk)·d] (one Cast serves all three). */
+  qkv: Value;
+  /**
+   * The softmax branch's heads before o_proj: [T, H·d]. o_proj is linear, so a gate that mixes the
+   * branches linearly can mix the heads and project once (one matmul a layer fewer).
+   */
+  softmaxHeads: Value;
   /** Applies this layer's o_proj (with bias) to [N, H·d]. */
   oProj: (x: Value) => Value;
   /** Number of tokens in this run, as an int64 vector [1]. */
   newTokens: Value;
-  /** Activation dtype of q, k, v, softmaxOut and of the value mix() must return. */
+  /** Activation dtype of q, k, v, softmaxHeads and of the value mix() must return. */
   dtype: 'float32' | 'float16';
   /** The graph may use onnxruntime's fused kernels (DecoderGraphOptions.fusedOps). */
   fusedOps: boolean;
@@ -57,7 +63,7 @@ export interface AttentionContext {
 export interface AttentionExtension {
   /** Declares extra graph inputs/outputs once, before the layers are built. */
   declare(g: GraphBuilder): void;
-  /** Returns the layer's attention output [T, C] given the softmax branch and the raw projections. */
+  /** Returns the layer's attention output [T, C] (after o_proj) given the softmax branch's heads and the raw projections. */
   mix(g: GraphBuilder, ctx: AttentionContext): Value;
 }
 
@@ -162,13 +168,18 @@ export function buildDecoderGraph(g: GraphBuilder, config: ModelConfig, weights:
   const inAct = (x: Value) => (act === 'float32' ? x : cast(g, x, act));
   const newTokens = dimOf(g, inputIds, 0); // [1] = T
 
-  /** Scaled-dot-product attention of query groups [Hk, G, T, d] over keys [Hk, 1, d, S] and values [Hk, S, d]: heads [T, H·d]. */
-  const attend = (qg: Value, kT: Value, values: Value, mask: Value): Value => {
+  /**
+   * Scaled-dot-product attention of query groups [Hk, G, T, d] over keys [Hk, 1, d, S] and values
+   * [Hk, S, d]: heads [T, H·d]. `scaledQuery`: the queries already carry the 1/√d factor.
+   */
+  const attend = (qg: Value, kT: Value, values: Value, mask: Value, scaledQuery = false): Value => {
     const raw = matmul(g, qg, kT);
-    const scores = add(g, mul(g, act === 'float32' ? raw : cast(g, raw, 'float32'), g.float(1 / Math.sqrt(d))), mask); // [Hk, G, T, S]
+    const raw32 = act === 'float32' ? raw : cast(g, raw, 'float32');
+    const scores = add(g, scaledQuery ? raw32 : mul(g, raw32, g.float(1 / Math.sqrt(d))), mask); // [Hk, G, T, S]
     const probs = inAct(g.op('Softmax', [scores], { axis: -1 }));
     const ctx = matmul(g, probs, unsqueeze(g, values, [1])); // [Hk, G, T, d]
-    return reshape(g, transpose(g, ctx, [2, 0, 1, 3]), [-1, H * d]); // [T, H·d]
+    // With one token the transpose moves only a size-1 axis: the same bytes, so a reshape says it.
+    return reshape(g, options.oneToken ? ctx : transpose(g, ctx, [2, 0, 1, 3]), [-1, H * d]); // [T, H·d]
   };
   /** Fused RoPE with the given tables: [1, heads, N, d] (or [1, N, heads·d] with `heads`) at table rows start, start+1, … */
   const fusedRope = (x: Value, start: Value, cos: Value, sin: Value, heads?: number): Value =>
@@ -226,6 +237,10 @@ export function buildDecoderGraph(g: GraphBuilder, config: ModelConfig, weights:
     const P = inputs.position; // [1]: tokens before this run; the run's tokens sit at P..P+T−1
     const cosTable = inAct(inputs.cos); // [T, d/2]: row t is position P+t
     const sinTable = inAct(inputs.sin);
+    // Queries rotate with tables that carry attention's 1/√d (rotation is linear): one Mul per table
+    // and graph instead of one on every layer's scores.
+    const scale = act === 'float32' ? g.float(1 / Math.sqrt(d)) : g.constant('float16', [], [floatToHalf(1 / Math.sqrt(d))]);
+    const queryTables = fused ? { cos: mul(g, cosTable, scale), sin: mul(g, sinTable, scale) } : null;
     const slots = g.constant('int64', [W], Array.from({ length: W }, (_, s) => s)); // [W]
     const wrap = (x: Value) => g.op('Mod', [x, g.int(W)]); // into 0..W−1 (ONNX Mod takes the divisor's sign)
     // The position each slot holds once positions up to `last` are written: last − ((last − s) mod W),
@@ -258,13 +273,16 @@ export function buildDecoderGraph(g: GraphBuilder, config: ModelConfig, weights:
     const zero = g.ints([0]);
     const cosK = fused ? null : unsqueeze(g, cosTable, [1]); // [T, 1, d/2]
     const sinK = fused ? null : unsqueeze(g, sinTable, [1]);
-    const rotate = (x: Value, heads: number): Value =>
-      fused ? reshape(g, fusedRope(reshape(g, x, [1, -1, heads * d]), zero, cosTable, sinTable, heads), [-1, heads, d]) : rope(g, x, cosK!, sinK!, d);
+    const rotate = (x: Value, heads: number, tables = { cos: cosTable, sin: sinTable }): Value =>
+      fused ? reshape(g, fusedRope(reshape(g, x, [1, -1, heads * d]), zero, tables.cos, tables.sin, heads), [-1, heads, d]) : rope(g, x, cosK!, sinK!, d);
+    // One token: these transposes move only the size-1 token axis, so reshapes do (no copy kernels).
+    const one = options.oneToken === true;
 
     return (i: number, q: Value, k: Value, v: Value): Value => {
-      const qg = transpose(g, reshape(g, rotate(q, H), [-1, Hk, G, d]), [1, 2, 0, 3]); // [Hk, G, T, d]
-      const kNew = transpose(g, rotate(k, Hk), [1, 2, 0]); // [Hk, d, T]
-      const vNew = transpose(g, v, [1, 0, 2]); // [Hk, T, d]
+      const qRot = reshape(g, queryTables ? rotate(q, H, queryTables) : rotate(q, H), [-1, Hk, G, d]);
+      const qg = one ? reshape(g, qRot, [Hk, G, 1, d]) : transpose(g, qRot, [1, 2, 0, 3]); // [Hk, G, T, d]
+      const kNew = one ? reshape(g, rotate(k, Hk), [Hk, d, 1]) : transpose(g, rotate(k, Hk), [1, 2, 0]); // [Hk, d, T]
+      const vNew = one ? reshape(g, v, [Hk, 1, d]) : transpose(g, v, [1, 0, 2]); // [Hk, T, d]
       // The run's last m tokens into their slots: one copy of the ring and m writes (ScatterElements:
       // 1.2 ms per code-llama-19m decode step on the CPU, where a Where over the ring with a broadcast
       // slot mask took 2.7 ms).
@@ -274,8 +292,9 @@ export function buildDecoderGraph(g: GraphBuilder, config: ModelConfig, weights:
       const ringV = g.op('ScatterElements', [past[i].value, valueSlots, incomingV], { axis: 1 }); // [Hk, W, d]
       g.output(ringK, `present_key.${i}`, act, [Hk, d, W]);
       g.output(ringV, `present_value.${i}`, act, [Hk, W, d]);
-      if (options.oneToken) return attend(qg, unsqueeze(g, ringK, [1]), ringV, mask);
-      return attend(qg, unsqueeze(g, concat(g, [past[i].key, kNew], 2), [1]), concat(g, [past[i].value, vNew], 1), mask);
+      const scaled = queryTables !== null;
+      if (options.oneToken) return attend(qg, unsqueeze(g, ringK, [1]), ringV, mask, scaled);
+      return attend(qg, unsqueeze(g, concat(g, [past[i].key, kNew], 2), [1]), concat(g, [past[i].value, vNew], 1), mask, scaled);
     };
   }
 
@@ -306,10 +325,9 @@ export function buildDecoderGraph(g: GraphBuilder, config: ModelConfig, weights:
       const heads = softmaxBranch(i, q, k, v);
       const oB = opt(p + 'o_bias');
       const oProj = (h: Value) => project('o', h, dense(h, p + 'o', H * d, oB));
-      let attnOut = oProj(heads); // [T, C]
-      if (options.extension) {
-        attnOut = options.extension.mix(g, { layer: i, q: qRaw, k: kRaw, v: vRaw, softmaxOut: attnOut, oProj, newTokens, dtype: act, fusedOps: fused });
-      }
+      let attnOut = options.extension
+        ? options.extension.mix(g, { layer: i, q: qRaw, k: kRaw, v: vRaw, qkv, softmaxHeads: heads, oProj, newTokens, dtype: act, fusedOps: fused })
+        : oProj(heads); // [T, C]
 
       if (config.normPlacement === 'post') attnOut = norm(attnOut, p + 'post_attn_norm');
       x = add(g, x, attnOut);

@@ -101,9 +101,7 @@ export class LizaExtension implements AttentionExtension {
     const { S: sIn, poolK: poolKIn, poolV: poolVIn, hist: histIn } = this.stateInputs(g, i);
     const T = ctx.newTokens; // [1]
     // The linear branch and its state always compute in float32, whatever the activation dtype.
-    const f32 = (x: Value) => (ctx.dtype === 'float32' ? x : g.op('Cast', [x], { to: 1 }));
-    const softmaxAct = ctx.softmaxOut;
-    ctx = { ...ctx, q: f32(ctx.q), k: f32(ctx.k), v: f32(ctx.v) };
+    ctx = this.inFloat32(g, ctx);
 
     // ── gates from causally pooled raw k and v ──
     const [poolK, poolKOut] = this.causalMean(g, ctx.k, poolKIn, T, tptt);
@@ -158,7 +156,15 @@ export class LizaExtension implements AttentionExtension {
     else [out, sNext] = this.exactRun(g, qv, kv, vv, av, bv, sEff, T);
     g.output(unsqueeze(g, sNext, [0]), `state_out.${i}.S`, 'float32', [1, H, d, d]);
 
-    return this.gateWithSoftmax(g, ctx, softmaxAct, reshape(g, transpose(g, out, [1, 0, 2]), [-1, H * d]));
+    return this.gateWithSoftmax(g, ctx, reshape(g, transpose(g, out, [1, 0, 2]), [-1, H * d]));
+  }
+
+  /** The context with q, k and v in float32: in half-precision graphs one Cast of the fused projection, split again. */
+  private inFloat32(g: GraphBuilder, ctx: AttentionContext): AttentionContext {
+    if (ctx.dtype === 'float32') return ctx;
+    const { H, Hk, d } = this;
+    const [q, k, v] = g.op('Split', [g.op('Cast', [ctx.qkv], { to: 1 }), g.ints([H * d, Hk * d, Hk * d])], { axis: 1 }, 3);
+    return { ...ctx, q, k, v };
   }
 
   /**
@@ -175,9 +181,7 @@ export class LizaExtension implements AttentionExtension {
     const i = ctx.layer;
     const rc = this.settings.recurrent_config;
     const { S: sIn, poolK: poolKIn, poolV: poolVIn } = this.stateInputs(g, i);
-    const f32 = (x: Value) => (ctx.dtype === 'float32' ? x : g.op('Cast', [x], { to: 1 }));
-    const softmaxAct = ctx.softmaxOut;
-    ctx = { ...ctx, q: f32(ctx.q), k: f32(ctx.k), v: f32(ctx.v) };
+    ctx = this.inFloat32(g, ctx);
 
     // Gates: the mean of this token's raw row and the two before it; at the stream start (no rows
     // carried) the token stands in for the missing ones, as in causalMean.
@@ -199,8 +203,7 @@ export class LizaExtension implements AttentionExtension {
     // Features q̂ = L2norm(silu(q)), k̂ likewise, in one pass over [Hk, G+1, 1, d]; v̂ = v/√d.
     const qk = concat(g, [reshape(g, ctx.q, [Hk, G, 1, d]), perKvHead(ctx.k)], 1);
     const features = l2Normalize(g, silu(g, qk), 1e-6);
-    const q = slice(g, features, [0], [G], [1]); // [Hk, G, 1, d]
-    const k = slice(g, features, [G], [G + 1], [1]); // [Hk, 1, 1, d]
+    const [q, k] = g.op('Split', [features, g.ints([G, 1])], { axis: 1 }, 2); // [Hk, G, 1, d], [Hk, 1, 1, d]
     const v = mul(g, perKvHead(ctx.v), g.float(1 / Math.sqrt(d)));
 
     // S̃ = S·diag(α); u = β⊙v̂ − S̃ᵀ(β⊙k̂); S ← S̃ + k̂uᵀ; o = Sᵀq̂. S is [Hk, G, d, d].
@@ -212,29 +215,33 @@ export class LizaExtension implements AttentionExtension {
     const carried = rc.linear ? sNext : this.activateAt(g, sNext, this.endsChunk(g, g.ints([1])));
     g.output(reshape(g, carried, [1, H, d, d]), `state_out.${i}.S`, 'float32', [1, H, d, d]);
     const out = matmul(g, q, sNext); // [Hk, G, 1, d]: head h = kv·G + g, as repeat_interleave orders them
-    return this.gateWithSoftmax(g, ctx, softmaxAct, reshape(g, out, [1, H * d]));
+    return this.gateWithSoftmax(g, ctx, reshape(g, out, [1, H * d]));
   }
 
   /**
    * The linear branch's heads [T, H·d] → RMS-normalized → o_proj, mixed with the softmax branch by
-   * Memory-as-Gate. `ctx` holds float32 q, k, v here, `softmaxAct` the softmax branch in the
-   * activation dtype; the result is in the activation dtype.
+   * Memory-as-Gate. `ctx` holds float32 q, k, v here and the softmax branch's heads in the activation
+   * dtype; the result is in the activation dtype.
    */
-  private gateWithSoftmax(g: GraphBuilder, ctx: AttentionContext, softmaxAct: Value, heads: Value): Value {
+  private gateWithSoftmax(g: GraphBuilder, ctx: AttentionContext, heads: Value): Value {
     const toAct = (x: Value) => (ctx.dtype === 'float32' ? x : g.op('Cast', [x], { to: 10 }));
     const f32 = (x: Value) => (ctx.dtype === 'float32' ? x : g.op('Cast', [x], { to: 1 }));
-    const normed = ctx.fusedOps
-      ? g.op('SimplifiedLayerNormalization', [heads, g.constant('float32', [this.H * this.d], new Float32Array(this.H * this.d).fill(1))], { axis: -1, epsilon: { float: 1e-6 } })
-      : div(g, heads, g.op('Sqrt', [add(g, g.op('ReduceMean', [mul(g, heads, heads), g.ints([-1])], { keepdims: 1 }), g.float(1e-6))]));
+    const HD = this.H * this.d;
     const mu = this.settings.mag_weight;
     const muValue = this.options.magWeight;
-    if (ctx.fusedOps && ctx.dtype === 'float16' && !muValue && !this.settings.base_scale_attn && !this.settings.cross_gate) {
-      // Half-precision inference: the plain gate mixes in the activation dtype, as the residual add
-      // after it does — three casts a layer fewer, and casts are a GPU step's most frequent kernel.
-      const half = (x: number) => g.constant('float16', [], [floatToHalf(x)]);
-      return add(g, mul(g, softmaxAct, half(1 - mu)), mul(g, ctx.oProj(toAct(normed)), half(mu)));
+    if (ctx.fusedOps && !muValue && !this.settings.base_scale_attn && !this.settings.cross_gate) {
+      // Inference with the plain gate: (1−μ)·o(softmax heads) + μ·o(norm(linear heads)) is
+      // o((1−μ)·softmax heads + μ·norm(linear heads)) (o_proj is linear, its bias weighted 1−μ + μ),
+      // so the heads are mixed and projected once, μ riding in the norm's weight. It mixes in the
+      // activation dtype, as the residual add after it does; fewer kernels and one matmul a layer fewer.
+      const normedMu = g.op('SimplifiedLayerNormalization', [heads, g.constant('float32', [HD], new Float32Array(HD).fill(mu))], { axis: -1, epsilon: { float: 1e-6 } });
+      const keep = ctx.dtype === 'float32' ? g.float(1 - mu) : g.constant('float16', [], [floatToHalf(1 - mu)]);
+      return ctx.oProj(add(g, mul(g, ctx.softmaxHeads, keep), toAct(normedMu)));
     }
-    const softmaxOut = f32(softmaxAct);
+    const normed = ctx.fusedOps
+      ? g.op('SimplifiedLayerNormalization', [heads, g.constant('float32', [HD], new Float32Array(HD).fill(1))], { axis: -1, epsilon: { float: 1e-6 } })
+      : div(g, heads, g.op('Sqrt', [add(g, g.op('ReduceMean', [mul(g, heads, heads), g.ints([-1])], { keepdims: 1 }), g.float(1e-6))]));
+    const softmaxOut = f32(ctx.oProj(ctx.softmaxHeads));
     let linearOut = f32(ctx.oProj(toAct(normed))); // [T, C]
     if (this.settings.base_scale_attn) {
       const rms = g.op('Sqrt', [add(g, g.op('ReduceMean', [mul(g, softmaxOut, softmaxOut), g.ints([-1])], { keepdims: 1 }), g.float(1e-5))]);

@@ -72,7 +72,7 @@ function lizaBlock(g: GraphBuilder, input: TpttSettingsInput, T: number) {
   const q = param(g, 'q', [T, H * d]);
   const k = param(g, 'k', [T, Hk * d]);
   const v = param(g, 'v', [T, Hk * d]);
-  const soft = param(g, 'softmax_out', [T, C]);
+  const soft = param(g, 'softmax_heads', [T, H * d]);
   const oW = g.constant('float32', [C, H * d], Float32Array.from({ length: C * H * d }, (_, i) => Math.sin(i * 1.7) * 0.4));
   const states = new Map<string, Value>();
   g.bindInputs((name, _dtype, shape) => {
@@ -83,7 +83,7 @@ function lizaBlock(g: GraphBuilder, input: TpttSettingsInput, T: number) {
   g.captureOutputs((name, value) => states.set(name, value));
   const ext = new LizaExtension(CONFIG, settings, 'segment');
   ext.declare(g);
-  const out = ext.mix(g, { layer: 0, q: q.value, k: k.value, v: v.value, softmaxOut: soft.value, oProj: (h) => linear(g, h, oW), newTokens: g.ints([T]), dtype: 'float32', fusedOps: false });
+  const out = ext.mix(g, { layer: 0, q: q.value, k: k.value, v: v.value, qkv: g.op('Concat', [q.value, k.value, v.value], { axis: 1 }), softmaxHeads: soft.value, oProj: (h) => linear(g, h, oW), newTokens: g.ints([T]), dtype: 'float32', fusedOps: false });
   g.bindInputs(null);
   g.captureOutputs(null);
   // The carried state matters too: later runs (and the next chunk) read it.
