@@ -102,6 +102,13 @@ export interface DecoderGraphOptions {
   windowLayout?: WindowLayout;
   /** The graph only runs single tokens (a package's step graph): the ring is updated before attending. */
   oneToken?: boolean;
+  /**
+   * Projections as MatMul over the transposed weight (a Transpose of the initializer, which
+   * onnxruntime folds once at load) instead of Gemm with transB. The WebGPU provider runs Gemm with a
+   * generic kernel: on the H200 a one-token projection of the 1B model took 281 µs on average, 20×
+   * its weight-reading time, and Gemm was 70 % of a decode step's GPU time (bench/gpu/README.md).
+   */
+  matmulProjections?: boolean;
 }
 
 export type WindowLayout = 'sliding' | 'ring';
@@ -130,11 +137,17 @@ export function buildDecoderGraph(g: GraphBuilder, config: ModelConfig, weights:
     return v;
   };
   const opt = (name: string): Value | null => (weights[name] ? w(name) : null);
+  const transposedWeights = new Map<string, Value>();
+  const transposed = (name: string): Value => transposedWeights.get(name) ?? transposedWeights.set(name, transpose(g, w(name), [1, 0])).get(name)!;
   const has = (name: string): boolean => Boolean(weights[name] ?? weights[int4Names(name).codes]);
   // y = x · Wᵀ (+ b) for a projection W [out, in] stored in full precision or as 4-bit blocks.
   const dense = (x: Value, name: string, K: number, bias: Value | null): Value => {
     const q = int4Names(name);
-    if (!weights[q.codes]) return linear(g, x, w(name), bias);
+    if (!weights[q.codes]) {
+      if (!options.matmulProjections) return linear(g, x, w(name), bias);
+      const y = matmul(g, x, transposed(name));
+      return bias ? add(g, y, bias) : y;
+    }
     if (!options.int4) throw new Error(`weight ${name} is stored as int4 but the graph was given no int4 settings`);
     // Codes [N, blocks, blockSize·bits/8]: the bytes per block say whether they are 4- or 8-bit.
     const [N, , blob] = weights[q.codes].dims;

@@ -285,7 +285,7 @@ export function writePackage(sourceDir: string, outDir: string, options: WriteOp
       const emit = (file: string, mode: 'segment' | 'step', compute: 'float32' | 'float16') => {
         const g = new GraphBuilder(`titan-${mode}-${compute}`, 'weights.bin');
         const int4 = q ? { blockSize: q.blockSize, accuracyLevel: q.accuracyLevel } : undefined;
-        buildDecoderGraph(g, config, tensors, { window: options.window, extension: options.extension?.(config, mode), compute, int4, fusedOps: true, windowLayout: 'ring', oneToken: mode === 'step' });
+        buildDecoderGraph(g, config, tensors, { window: options.window, extension: options.extension?.(config, mode), compute, int4, fusedOps: true, windowLayout: 'ring', oneToken: mode === 'step', matmulProjections: compute === 'float16' });
         fs.writeFileSync(path.join(tmp, file), g.toBytes({ 'titan.kind': options.kind, 'titan.compute': compute }));
       };
       emit(graphs.decoder, 'segment', 'float32');
