@@ -350,7 +350,11 @@ export function buildDecoderGraph(g: GraphBuilder, config: ModelConfig, weights:
       const gateUp = project('gate_up', mlpIn, dense(mlpIn, p + 'gate_up', C, opt(p + 'gate_up_bias'))); // [T, 2·I]
       const [gate, up] = g.op('Split', [gateUp, g.ints([config.intermediateSize, config.intermediateSize])], { axis: 1 }, 2);
       const hidden = mul(g, silu(g, gate), up); // [T, I]
-      let mlpOut = project('down', hidden, dense(hidden, p + 'down', config.intermediateSize, opt(p + 'down_bias'))); // [T, C]
+      // (A reshape that hides the token count from onnxruntime's shape inference: with MatMul
+      // projections its MatMulAddFusion would otherwise merge this projection and the residual add
+      // below into a Gemm, whose WebGPU kernel is slow.)
+      const downIn = options.matmulProjections ? reshape(g, hidden, [-1, config.intermediateSize]) : hidden;
+      let mlpOut = project('down', hidden, dense(downIn, p + 'down', config.intermediateSize, opt(p + 'down_bias'))); // [T, C]
       if (config.normPlacement === 'post') mlpOut = norm(mlpOut, p + 'post_mlp_norm');
       x = add(g, x, mlpOut);
     });
