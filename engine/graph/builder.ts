@@ -197,7 +197,7 @@ export class GraphBuilder {
       metadataProps: Object.entries(metadata).map(([key, value]) => ({ key, value })),
       graph: {
         name: this.name,
-        node: withoutOutputCopies(this.nodes, this.outputs),
+        node: withoutDeadNodes(withoutOutputCopies(this.nodes, this.outputs), this.outputs),
         input: this.inputs,
         output: this.outputs,
         initializer: [...this.initializers.values()],
@@ -261,6 +261,22 @@ function withoutOutputCopies(nodes: onnx.INodeProto[], outputs: onnx.IValueInfoP
   if (rename.size === 0) return nodes;
   const renamed = (names: string[] | null | undefined) => (names ?? []).map((name) => rename.get(name) ?? name);
   return nodes.filter((n) => !dropped.has(n)).map((n) => ({ ...n, input: renamed(n.input), output: renamed(n.output) }));
+}
+
+/**
+ * The nodes some graph output depends on. Builders compute values a variant may not use (a gate the
+ * recurrent config leaves out, say); onnxruntime runs such nodes anyway, and on a GPU each is a kernel.
+ */
+function withoutDeadNodes(nodes: onnx.INodeProto[], outputs: onnx.IValueInfoProto[]): onnx.INodeProto[] {
+  const needed = new Set(outputs.map((o) => o.name ?? ''));
+  const kept: onnx.INodeProto[] = [];
+  for (let i = nodes.length - 1; i >= 0; i--) {
+    const n = nodes[i];
+    if (!(n.output ?? []).some((name) => needed.has(name))) continue;
+    kept.push(n);
+    for (const name of n.input ?? []) needed.add(name);
+  }
+  return kept.length === nodes.length ? nodes : kept.reverse();
 }
 
 function valueInfo(name: string, dtype: DType, shape: Dim[]): onnx.IValueInfoProto {

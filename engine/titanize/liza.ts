@@ -116,8 +116,8 @@ export class LizaExtension implements AttentionExtension {
     const beta = gate(rc.beta_gate, 0.5);
 
     // ── features ──
-    const q = l2Normalize(g, silu(g, transpose(g, reshape(g, ctx.q, [-1, H, d]), [1, 0, 2])), 1e-6); // [H, T, d]
-    const k = l2Normalize(g, silu(g, this.repeatKv(g, ctx.k)), 1e-6); // [H, T, d]
+    const q = this.unitRows(g, silu(g, transpose(g, reshape(g, ctx.q, [-1, H, d]), [1, 0, 2])), ctx.fusedOps); // [H, T, d]
+    const k = this.unitRows(g, silu(g, this.repeatKv(g, ctx.k)), ctx.fusedOps); // [H, T, d]
     const v = mul(g, this.repeatKv(g, ctx.v), g.float(1 / Math.sqrt(d))); // [H, T, d]
 
     // ── virtual tokens (order n) with history from previous tokens ──
@@ -157,6 +157,17 @@ export class LizaExtension implements AttentionExtension {
     g.output(unsqueeze(g, sNext, [0]), `state_out.${i}.S`, 'float32', [1, H, d, d]);
 
     return this.gateWithSoftmax(g, ctx, reshape(g, transpose(g, out, [1, 0, 2]), [-1, H * d]));
+  }
+
+  /**
+   * x / max(‖x‖, 1e-6) along the last axis (the feature maps' L2 normalization). With fused ops, one
+   * RMS norm kernel instead of five: x / √(mean(x²) + ε) · 1/√d = x / √(‖x‖² + ε·d), and ε·d = 1e-12
+   * makes that x/‖x‖ wherever ‖x‖ is not within a few 1e-6 of zero.
+   */
+  private unitRows(g: GraphBuilder, x: Value, fused: boolean): Value {
+    if (!fused) return l2Normalize(g, x, 1e-6);
+    const { d } = this;
+    return g.op('SimplifiedLayerNormalization', [x, g.constant('float32', [d], new Float32Array(d).fill(1 / Math.sqrt(d)))], { axis: -1, epsilon: { float: 1e-12 / d } });
   }
 
   /** The context with q, k and v in float32: in half-precision graphs one Cast of the fused projection, split again. */
@@ -202,7 +213,7 @@ export class LizaExtension implements AttentionExtension {
 
     // Features q̂ = L2norm(silu(q)), k̂ likewise, in one pass over [Hk, G+1, 1, d]; v̂ = v/√d.
     const qk = concat(g, [reshape(g, ctx.q, [Hk, G, 1, d]), perKvHead(ctx.k)], 1);
-    const features = l2Normalize(g, silu(g, qk), 1e-6);
+    const features = this.unitRows(g, silu(g, qk), ctx.fusedOps);
     const [q, k] = g.op('Split', [features, g.ints([G, 1])], { axis: 1 }, 2); // [Hk, G, 1, d], [Hk, 1, 1, d]
     const v = mul(g, perKvHead(ctx.v), g.float(1 / Math.sqrt(d)));
 

@@ -44,3 +44,20 @@ test('an input declared twice is one graph input; a second declaration with anot
   assert.throws(() => g.input('stream_position', 'float32', [1]), /declared twice: int64 \[1\] and float32 \[1\]/);
   assert.throws(() => g.input('stream_position', 'int64', [2]), /declared twice/);
 });
+
+test('nodes no graph output depends on are left out of the model', async () => {
+  // A builder may compute a value a variant does not use (a gate the recurrent config leaves out);
+  // onnxruntime would run it anyway, a kernel on every run.
+  const g = new GraphBuilder('dead');
+  const x = g.input('x', 'float32', [3]);
+  const used = g.op('Add', [x, g.float(1)]);
+  const unused = g.op('Sigmoid', [g.op('Mul', [x, g.float(3)])]);
+  assert.ok(unused.name);
+  g.output(g.op('Neg', [used]), 'y', 'float32', [3]);
+  const bytes = g.toBytes();
+  assert.deepEqual(onnx.ModelProto.decode(bytes).graph!.node!.map((n) => n.opType), ['Add', 'Neg']);
+  const session = await ort.InferenceSession.create(bytes);
+  const out = await session.run({ x: new ort.Tensor('float32', Float32Array.from([1, 2, 3]), [3]) });
+  assert.deepEqual(Array.from(out.y.data as Float32Array), [-2, -3, -4]);
+  await session.release();
+});
