@@ -311,7 +311,13 @@ export function buildDecoderGraph(g: GraphBuilder, config: ModelConfig, weights:
     };
   }
 
-  let x = g.op('Gather', [w('embed'), inputIds], { axis: 0 }); // [T, C] in the activation dtype
+  // With MatMul projections a tied vocabulary projection reads the embedding transposed; the lookup
+  // then reads the same [C, V] copy (columns, then one small transpose), or every session would keep
+  // the table twice in device memory (2 × 0.5 GB for a Llama-3.2-1B).
+  const tiedTransposed = options.matmulProjections === true && !has('lm_head') && !weights[int4Names('embed').codes];
+  let x = tiedTransposed
+    ? transpose(g, g.op('Gather', [transposed('embed'), inputIds], { axis: 1 }), [1, 0])
+    : g.op('Gather', [w('embed'), inputIds], { axis: 0 }); // [T, C] in the activation dtype
 
   for (let i = 0; i < L; i++) {
     g.within(`layers.${i}`, () => {
