@@ -55,26 +55,51 @@ test('WebGPU: fp16 Titan graphs keep every float op on the GPU and match the fp3
         assert.deepEqual(offending, [], `float ops fell back to the CPU: ${JSON.stringify(offending.slice(0, 10))}`);
         for (const n of placed.cpu) assert.ok(!/Scan|Loop/.test(n.op));
       }
-      const ids = Array.from({ length: 21 }, (_, i) => (i * 37) % 250 + 3);
-      const cpu = await ModelRunner.open(out, { provider: 'cpu' });
-      const gpu = await ModelRunner.open(out, { provider: 'webgpu' });
-      assert.equal(gpu.provider.provider, 'webgpu');
-      const rows = [0, 10, 20];
-      const a = await cpu.forward(ids, rows);
-      const b = await gpu.forward(ids, rows);
-      const a2 = await cpu.forward([9], [0]); // the step graphs
-      const b2 = await gpu.forward([9], [0]);
-      let maxDiff = 0;
-      let scale = 0;
-      [...a, ...a2].forEach((row, i) => row.forEach((v, j) => {
-        maxDiff = Math.max(maxDiff, Math.abs(v - [...b, ...b2][i][j]));
-        scale = Math.max(scale, Math.abs(v));
-      }));
+      const { maxDiff, scale } = await fp16Drift(out);
       t.diagnostic(`${operator}: max |fp16 WebGPU − fp32 CPU| = ${maxDiff.toExponential(2)} (logit scale ${scale.toFixed(2)})`);
       // Half precision carries ~3 significant digits through the residual stream.
       assert.ok(maxDiff <= 2e-2 * Math.max(1, scale), `fp16 logits drift too far: ${maxDiff}`);
-      await cpu.release();
-      await gpu.release();
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+/** The largest |fp16 graphs on WebGPU − fp32 graphs on the CPU| over three prefill rows and one step, and the logits' scale. */
+async function fp16Drift(pkg: string): Promise<{ maxDiff: number; scale: number }> {
+  const ids = Array.from({ length: 21 }, (_, i) => (i * 37) % 250 + 3);
+  const cpu = await ModelRunner.open(pkg, { provider: 'cpu' });
+  const gpu = await ModelRunner.open(pkg, { provider: 'webgpu' });
+  try {
+    assert.equal(gpu.provider.provider, 'webgpu');
+    const rows = [0, 10, 20];
+    const a = [...(await cpu.forward(ids, rows)), ...(await cpu.forward([9], [0]))]; // then the step graphs
+    const b = [...(await gpu.forward(ids, rows)), ...(await gpu.forward([9], [0]))];
+    let maxDiff = 0;
+    let scale = 0;
+    a.forEach((row, i) => row.forEach((v, j) => {
+      maxDiff = Math.max(maxDiff, Math.abs(v - b[i][j]));
+      scale = Math.max(scale, Math.abs(v));
+    }));
+    return { maxDiff, scale };
+  } finally {
+    await cpu.release();
+    await gpu.release();
+  }
+}
+
+test('WebGPU: fp16 graphs of other layouts (q/k/v biases and untied head; tied embeddings and q/k norms) match the fp32 CPU graphs', { skip: hasVulkan ? false : 'no Vulkan loader here (CI installs mesa-vulkan-drivers)', timeout: 600_000 }, async (t) => {
+  // Half-precision graphs project with MatMul over transposed weights, add biases after it, and read
+  // a tied embedding through its transposed copy: paths the llama checkpoint above does not take.
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'titan-webgpu-layouts-'));
+  try {
+    for (const [name, options] of [['qwen2', { arch: 'qwen2' }], ['qwen3', { arch: 'qwen3', configStyle: 'new', tied: true }]] as const) {
+      const ckpt = await writeRandomCheckpoint(path.join(dir, `${name}-hf`), { ...options, seed: 5 });
+      const out = path.join(dir, name);
+      titanize(ckpt.dir, out, { operator_mode: 'delta_rule', max_self_attn_length: 16, max_chunk_size: 8 }, { dtype: 'fp16' });
+      const { maxDiff, scale } = await fp16Drift(out);
+      t.diagnostic(`${name}: max |fp16 WebGPU − fp32 CPU| = ${maxDiff.toExponential(2)} (logit scale ${scale.toFixed(2)})`);
+      assert.ok(maxDiff <= 2e-2 * Math.max(1, scale), `${name}: fp16 logits drift too far: ${maxDiff}`);
     }
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
