@@ -5,6 +5,7 @@
 // several graphs can share one weights file). Graph construction is a pure function of the config
 // and the weight table — no tensor data passes through here.
 import { onnx } from 'onnx-proto';
+import { floatToHalf } from '../model/safetensors';
 
 export type DType = 'float32' | 'float16' | 'int64' | 'int32' | 'bool' | 'uint8';
 
@@ -161,6 +162,11 @@ export class GraphBuilder {
   /** float32 scalar constant. */
   float(value: number): Value {
     return this.constant('float32', [], [value]);
+  }
+
+  /** Scalar constant of a float dtype (half-precision graphs need half-precision constants). */
+  floatIn(dtype: 'float32' | 'float16', value: number): Value {
+    return dtype === 'float16' ? this.constant('float16', [], [floatToHalf(value)]) : this.float(value);
   }
 
   op(opType: string, inputs: (Value | null)[], attrs?: Record<string, AttrValue>, outputs?: 1, outName?: string, domain?: string): Value;

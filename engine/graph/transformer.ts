@@ -16,7 +16,6 @@
 //            + the extension's state outputs
 import type { ModelConfig } from '../model/config';
 import { ropeInverseFrequencies } from '../model/config';
-import { floatToHalf } from '../model/safetensors';
 import type { ExternalTensor, GraphBuilder, Value } from './builder';
 import { add, cast, concat, dimOf, linear, matMulNBits, matmul, mul, range, reshape, rmsNorm, rope, silu, slice, sub, transpose, unsqueeze } from './ops';
 
@@ -179,6 +178,8 @@ export function buildDecoderGraph(g: GraphBuilder, config: ModelConfig, weights:
     : null;
   options.extension?.declare(g);
   const inAct = (x: Value) => (act === 'float32' ? x : cast(g, x, act));
+  /** The graph runs single tokens only (a package's step graph). */
+  const one = options.oneToken === true;
   const newTokens = dimOf(g, inputIds, 0); // [1] = T
 
   /**
@@ -192,7 +193,7 @@ export function buildDecoderGraph(g: GraphBuilder, config: ModelConfig, weights:
     const probs = inAct(g.op('Softmax', [scores], { axis: -1 }));
     const ctx = matmul(g, probs, unsqueeze(g, values, [1])); // [Hk, G, T, d]
     // With one token the transpose moves only a size-1 axis: the same bytes, so a reshape says it.
-    return reshape(g, options.oneToken ? ctx : transpose(g, ctx, [2, 0, 1, 3]), [-1, H * d]); // [T, H·d]
+    return reshape(g, one ? ctx : transpose(g, ctx, [2, 0, 1, 3]), [-1, H * d]); // [T, H·d]
   };
   /** Fused RoPE with the given tables: [1, heads, N, d] (or [1, N, heads·d] with `heads`) at table rows start, start+1, … */
   const fusedRope = (x: Value, start: Value, cos: Value, sin: Value, heads?: number): Value =>
@@ -252,8 +253,9 @@ export function buildDecoderGraph(g: GraphBuilder, config: ModelConfig, weights:
     const sinTable = inAct(inputs.sin);
     // Queries rotate with tables that carry attention's 1/√d (rotation is linear): one Mul per table
     // and graph instead of one on every layer's scores.
-    const scale = act === 'float32' ? g.float(1 / Math.sqrt(d)) : g.constant('float16', [], [floatToHalf(1 / Math.sqrt(d))]);
+    const scale = g.floatIn(act, 1 / Math.sqrt(d));
     const queryTables = fused ? { cos: mul(g, cosTable, scale), sin: mul(g, sinTable, scale) } : null;
+    const scaled = queryTables !== null;
     const slots = g.constant('int64', [W], Array.from({ length: W }, (_, s) => s)); // [W]
     const wrap = (x: Value) => g.op('Mod', [x, g.int(W)]); // into 0..W−1 (ONNX Mod takes the divisor's sign)
     // The position each slot holds once positions up to `last` are written: last − ((last − s) mod W),
@@ -267,7 +269,7 @@ export function buildDecoderGraph(g: GraphBuilder, config: ModelConfig, weights:
     const keySlots = g.op('Expand', [reshape(g, writtenSlots, [1, 1, -1]), g.ints([Hk, d, 1])]); // [Hk, d, m]
     const valueSlots = g.op('Expand', [reshape(g, writtenSlots, [1, -1, 1]), g.ints([Hk, 1, d])]); // [Hk, m, d]
     let mask: Value; // [T, S]
-    if (options.oneToken) {
+    if (one) {
       // One token at P, written into its slot first; it then attends to the whole ring.
       const held = heldUpTo(P);
       mask = unsqueeze(g, g.op('Where', [g.op('GreaterOrEqual', [held, g.ints([0])]), g.float(0), g.float(-Infinity)]), [0]); // [1, W]
@@ -288,25 +290,23 @@ export function buildDecoderGraph(g: GraphBuilder, config: ModelConfig, weights:
     const sinK = fused ? null : unsqueeze(g, sinTable, [1]);
     const rotate = (x: Value, heads: number, tables = { cos: cosTable, sin: sinTable }): Value =>
       fused ? reshape(g, fusedRope(reshape(g, x, [1, -1, heads * d]), zero, tables.cos, tables.sin, heads), [-1, heads, d]) : rope(g, x, cosK!, sinK!, d);
-    // One token: these transposes move only the size-1 token axis, so reshapes do (no copy kernels).
-    const one = options.oneToken === true;
 
     return (i: number, q: Value, k: Value, v: Value): Value => {
       const qRot = reshape(g, queryTables ? rotate(q, H, queryTables) : rotate(q, H), [-1, Hk, G, d]);
+      // One token: these transposes move only the size-1 token axis, so reshapes do (no copy kernels).
       const qg = one ? reshape(g, qRot, [Hk, G, 1, d]) : transpose(g, qRot, [1, 2, 0, 3]); // [Hk, G, T, d]
       const kNew = one ? reshape(g, rotate(k, Hk), [Hk, d, 1]) : transpose(g, rotate(k, Hk), [1, 2, 0]); // [Hk, d, T]
       const vNew = one ? reshape(g, v, [Hk, 1, d]) : transpose(g, v, [1, 0, 2]); // [Hk, T, d]
       // The run's last m tokens into their slots: one copy of the ring and m writes (ScatterElements:
       // 1.2 ms per code-llama-19m decode step on the CPU, where a Where over the ring with a broadcast
       // slot mask took 2.7 ms).
-      const incomingK = options.oneToken ? kNew : slice(g, kNew, firstWritten, newTokens, [2]); // [Hk, d, m]
-      const incomingV = options.oneToken ? vNew : slice(g, vNew, firstWritten, newTokens, [1]); // [Hk, m, d]
+      const incomingK = one ? kNew : slice(g, kNew, firstWritten, newTokens, [2]); // [Hk, d, m]
+      const incomingV = one ? vNew : slice(g, vNew, firstWritten, newTokens, [1]); // [Hk, m, d]
       const ringK = g.op('ScatterElements', [past[i].key, keySlots, incomingK], { axis: 2 }); // [Hk, d, W]
       const ringV = g.op('ScatterElements', [past[i].value, valueSlots, incomingV], { axis: 1 }); // [Hk, W, d]
       g.output(ringK, `present_key.${i}`, act, [Hk, d, W]);
       g.output(ringV, `present_value.${i}`, act, [Hk, W, d]);
-      const scaled = queryTables !== null;
-      if (options.oneToken) return attend(qg, unsqueeze(g, ringK, [1]), ringV, mask, scaled);
+      if (one) return attend(qg, unsqueeze(g, ringK, [1]), ringV, mask, scaled);
       return attend(qg, unsqueeze(g, concat(g, [past[i].key, kNew], 2), [1]), concat(g, [past[i].value, vNew], 1), mask, scaled);
     };
   }

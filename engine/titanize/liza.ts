@@ -19,7 +19,6 @@ import type { GraphBuilder, Value } from '../graph/builder';
 import { add, concat, dimOf, div, l2Normalize, matmul, mul, reshape, sigmoid, silu, slice, sub, transpose, unsqueeze } from '../graph/ops';
 import type { AttentionContext, AttentionExtension } from '../graph/transformer';
 import type { ModelConfig } from '../model/config';
-import { floatToHalf } from '../model/safetensors';
 import type { GateChoice, TpttSettings } from './settings';
 
 /** Virtual-token sequence length a run is padded to: the next power of two ≥ order × chunk. */
@@ -246,7 +245,7 @@ export class LizaExtension implements AttentionExtension {
       // so the heads are mixed and projected once, μ riding in the norm's weight. It mixes in the
       // activation dtype, as the residual add after it does; fewer kernels and one matmul a layer fewer.
       const normedMu = g.op('SimplifiedLayerNormalization', [heads, g.constant('float32', [HD], new Float32Array(HD).fill(mu))], { axis: -1, epsilon: { float: 1e-6 } });
-      const keep = ctx.dtype === 'float32' ? g.float(1 - mu) : g.constant('float16', [], [floatToHalf(1 - mu)]);
+      const keep = g.floatIn(ctx.dtype, 1 - mu);
       return ctx.oProj(add(g, mul(g, ctx.softmaxHeads, keep), toAct(normedMu)));
     }
     const normed = ctx.fusedOps

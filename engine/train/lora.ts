@@ -11,7 +11,6 @@ import type { GraphBuilder, Value } from '../graph/builder';
 import type { ProjectionName } from '../graph/transformer';
 import type { ModelConfig } from '../model/config';
 import { ModelError } from '../model/errors';
-import { floatToHalf } from '../model/safetensors';
 
 /** HF projection modules LoRA may target (PEFT's target_modules names). */
 export const LORA_MODULES = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
@@ -134,7 +133,7 @@ export function loraProjection(config: ModelConfig, spec: LoraSpec, sequence: nu
     }
     return v;
   };
-  const scalar = (g: GraphBuilder, v: number): Value => (half ? g.constant('float16', [], [floatToHalf(v)]) : g.float(v));
+  const scalar = (g: GraphBuilder, v: number): Value => g.floatIn(half ? 'float16' : 'float32', v);
   const inputOf = (g: GraphBuilder, name: string, dtype: 'float32' | 'bool', shape: number[]): Value => {
     let v = declared.get(name);
     if (!v) {

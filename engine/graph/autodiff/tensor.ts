@@ -6,7 +6,6 @@
 // evaluated here so that each gradient rule can emit static axes, pads and slices.
 import { onnx } from 'onnx-proto';
 import type { GraphBuilder, Value } from '../builder';
-import { floatToHalf } from '../../model/safetensors';
 
 export const ElemType = onnx.TensorProto.DataType;
 
@@ -143,7 +142,7 @@ export function unbroadcast(g: GraphBuilder, grad: Value, from: readonly number[
 
 /** A scalar constant of a float element type (half-precision graphs need half constants). */
 export function scalar(g: GraphBuilder, elemType: number, v: number): Value {
-  return elemType === ElemType.FLOAT16 ? g.constant('float16', [], [floatToHalf(v)]) : g.float(v);
+  return g.floatIn(elemType === ElemType.FLOAT16 ? 'float16' : 'float32', v);
 }
 
 /** Zeros of a static shape and float element type (broadcast from a scalar, nothing stored). */
