@@ -81,21 +81,29 @@ const diff = (a, b, label) => {
   if (!x || !y) return;
   out.push(`| ${label} | ${signed(x.nll - y.nll)} | ${bucketNames.map((k) => signed(x.buckets.get(k) - y.buckets.get(k))).join(' | ')} |`);
 };
+// Titan arms: "titan-aligned" alone, or one per μ ("titan-aligned_mu0.05" …) when several were aligned.
+const tags = models.map((m) => /^titan-aligned(_mu.+)?$/.exec(m.name)).filter(Boolean).map((m) => m[1] ?? '');
 out.push('');
 out.push(`| difference (negative: the first is better) | NLL | ${bucketNames.join(' | ')} |`);
 out.push(`|---|---|${bucketNames.map(() => '---').join('|')}|`);
-diff('titan-aligned', 'control-aligned', 'titan-aligned − control-aligned (the fair test)');
-diff('titan-aligned', 'titan-aligned-mu0', 'titan-aligned − its adapter at μ 0 (the memory in the aligned weights)');
-diff('titan-aligned', 'window', 'titan-aligned − window (the issue’s wording)');
+for (const t of tags) {
+  diff(`titan-aligned${t}`, 'control-aligned', `titan-aligned${t} − control-aligned (the fair test)`);
+  diff(`titan-aligned${t}`, `titan-aligned-mu0${t}`, `titan-aligned${t} − its adapter at μ 0 (the memory in the aligned weights)`);
+  diff(`titan-aligned${t}`, 'window', `titan-aligned${t} − window (the issue’s wording)`);
+}
 diff('control-aligned', 'window', 'control-aligned − window (what the LoRA alone buys)');
-diff('titan-before', 'window', 'titan-before − window (the memory before alignment)');
+for (const m of models) {
+  const t = /^titan-before(_mu.+)?$/.exec(m.name);
+  if (t) diff(m.name, 'window', `${m.name} − window (the memory before alignment)`);
+}
 
-const titan = byName.get('titan-aligned');
 const control = byName.get('control-aligned');
-if (titan && control) {
+for (const t of tags) {
+  const titan = byName.get(`titan-aligned${t}`);
+  if (!control) break;
   const deltas = BEYOND.filter((b) => ref.buckets.has(b)).map((b) => [b, titan.buckets.get(b) - control.buckets.get(b)]);
   const helps = deltas.length > 0 && deltas.every(([, d]) => d < 0);
   out.push('');
-  out.push(`memory helps past the window: ${helps ? 'yes' : 'no'} (titan-aligned − control-aligned: ${deltas.map(([b, d]) => `${b} ${signed(d)}`).join(', ')})`);
+  out.push(`memory helps past the window${t ? ` (μ ${t.slice(3)})` : ''}: ${helps ? 'yes' : 'no'} (titan-aligned${t} − control-aligned: ${deltas.map(([b, d]) => `${b} ${signed(d)}`).join(', ')})`);
 }
 process.stdout.write(out.join('\n') + '\n');

@@ -20,7 +20,9 @@
 #   OPERATOR   the Titan arm's LiZA operator (default delta_rule)
 #   STEPS BATCH SEQ LOSS_FROM LR MU SCHEDULE TARGETS RANK SEED   the recipe (defaults below: the CPU
 #              pilots' best for the Titan arm, docs/alignment.md)
-#   CONCURRENT 1: align both arms at once (two processes; for a GPU), 0: one after the other
+#   MU         one μ, or several ("0.03 0.05"): one Titan arm each, all against the one control; with
+#              several, the Titan models are named with _mu<μ> (titan-aligned_mu0.05 …)
+#   CONCURRENT 1: align all arms at once (a process each; for a GPU), 0: one after the other
 #   SCORE_PROVIDER  provider for perplexity (default cpu)   SCORE_JOBS  perplexity processes at once (default 1)
 #   SCORE      which models to score        (default: all five above)
 #   WORK       scratch folder for packages  (default /tmp/memory-helps)
@@ -67,10 +69,18 @@ echo "$recipe" > "$RESULTS/recipe.txt"
 stamp "recipe: $recipe"
 
 # ── packages ──
-rm -rf "$WORK/titan" "$WORK/control" "$WORK/titan-aligned" "$WORK/control-aligned" "$WORK/titan-aligned-mu0" "$WORK/ablation-adapter"
-$T titanize $MODEL --out "$WORK/titan" --operator "$OPERATOR" --window 128 --mag-weight "$MU" > /dev/null
+# arm name per μ: "titan" for a single μ, "titan_mu<μ>" for several
+mus=($MU)
+[ ${#mus[@]} -gt 0 ] || { echo "memory-helps: MU names no μ" >&2; exit 1; }
+suffix() { [ ${#mus[@]} = 1 ] && echo "" || echo "_mu$1"; }
+arms=(control)
+for mu in "${mus[@]}"; do arms+=("titan$(suffix "$mu")"); done
+for arm in "${arms[@]}"; do rm -rf "$WORK/$arm" "$WORK/$arm-aligned" "$WORK/$arm-aligned-mu0" "$WORK/$arm-ablation-adapter"; done
 $T titanize $MODEL --out "$WORK/control" --operator "$OPERATOR" --window 128 --mag-weight 0 > /dev/null
-stamp "titanized both arms"
+for mu in "${mus[@]}"; do
+  $T titanize $MODEL --out "$WORK/titan$(suffix "$mu")" --operator "$OPERATOR" --window 128 --mag-weight "$mu" > /dev/null
+done
+stamp "titanized ${#arms[@]} arms"
 
 # ── alignment: the same command line for both arms but the package ──
 excludes=(--exclude 'test/fuzz/**' --exclude 'bench/**' --exclude 'media/**')
@@ -84,40 +94,57 @@ align_arm() { # <arm>
     > "$RESULTS/report-$1.json" 2> "$RESULTS/align-$1.log"
 }
 if [ "$CONCURRENT" = 1 ]; then
-  align_arm titan & titan_pid=$!
-  align_arm control & control_pid=$!
+  pids=()
+  for arm in "${arms[@]}"; do align_arm "$arm" & pids+=($!); done
   status=0
-  wait $titan_pid || { echo "memory-helps: the titan arm failed: $(tail -1 "$RESULTS/align-titan.log")" >&2; status=1; }
-  wait $control_pid || { echo "memory-helps: the control arm failed: $(tail -1 "$RESULTS/align-control.log")" >&2; status=1; }
+  for j in "${!arms[@]}"; do
+    wait "${pids[$j]}" || { echo "memory-helps: the ${arms[$j]} arm failed: $(tail -1 "$RESULTS/align-${arms[$j]}.log")" >&2; status=1; }
+  done
   [ $status = 0 ] || exit 1
 else
-  align_arm titan || { echo "memory-helps: the titan arm failed: $(tail -1 "$RESULTS/align-titan.log")" >&2; exit 1; }
-  align_arm control || { echo "memory-helps: the control arm failed: $(tail -1 "$RESULTS/align-control.log")" >&2; exit 1; }
+  for arm in "${arms[@]}"; do
+    align_arm "$arm" || { echo "memory-helps: the $arm arm failed: $(tail -1 "$RESULTS/align-$arm.log")" >&2; exit 1; }
+  done
 fi
-cp "$WORK/titan-aligned/train-log.jsonl" "$RESULTS/train-log-titan.jsonl"
-cp "$WORK/control-aligned/train-log.jsonl" "$RESULTS/train-log-control.jsonl"
-stamp "aligned both arms"
+for arm in "${arms[@]}"; do cp "$WORK/$arm-aligned/train-log.jsonl" "$RESULTS/train-log-$arm.jsonl"; done
+stamp "aligned ${#arms[@]} arms"
 
-# ── ablation: the Titan arm's adapter with μ = 0 (titanize --adapter takes μ from its config.json) ──
-cp -r "$WORK/titan-aligned/adapter" "$WORK/ablation-adapter"
-node -e 'const fs=require("fs"),f=process.argv[1],c=JSON.parse(fs.readFileSync(f,"utf8"));c.mag_weight=0;fs.writeFileSync(f,JSON.stringify(c,null,2))' "$WORK/ablation-adapter/config.json"
-$T titanize $MODEL --adapter "$WORK/ablation-adapter" --out "$WORK/titan-aligned-mu0" > /dev/null
-stamp "built the ablation"
+# ── ablation: each Titan arm's adapter with μ = 0 (titanize --adapter takes μ from its config.json) ──
+case " $SCORE " in *" titan-aligned-mu0 "*)
+  for mu in "${mus[@]}"; do
+    arm="titan$(suffix "$mu")"
+    cp -r "$WORK/$arm-aligned/adapter" "$WORK/$arm-ablation-adapter"
+    node -e 'const fs=require("fs"),f=process.argv[1],c=JSON.parse(fs.readFileSync(f,"utf8"));c.mag_weight=0;fs.writeFileSync(f,JSON.stringify(c,null,2))' "$WORK/$arm-ablation-adapter/config.json"
+    $T titanize $MODEL --adapter "$WORK/$arm-ablation-adapter" --out "$WORK/$arm-aligned-mu0" > /dev/null
+  done
+  stamp "built the ablation" ;;
+esac
 
 # ── scoring ──
-package_of() {
-  case $1 in
+package_of() { # <model, with _mu<μ> for a Titan arm among several>
+  local base=${1%%_mu*} tag=""
+  [ "$base" != "$1" ] && tag="_mu${1#*_mu}"
+  case $base in
     window) echo "$WORK/control" ;;
-    titan-before) echo "$WORK/titan" ;;
-    titan-aligned) echo "$WORK/titan-aligned/package" ;;
+    titan-before) echo "$WORK/titan$tag" ;;
+    titan-aligned) echo "$WORK/titan$tag-aligned/package" ;;
     control-aligned) echo "$WORK/control-aligned/package" ;;
-    titan-aligned-mu0) echo "$WORK/titan-aligned-mu0" ;;
+    titan-aligned-mu0) echo "$WORK/titan$tag-aligned-mu0" ;;
     *) echo "memory-helps: unknown model $1 in SCORE" >&2; exit 1 ;;
   esac
 }
+# The models scored: SCORE's names, the Titan ones once per μ.
+models=()
+for m in $SCORE; do
+  case $m in
+    titan-*) for mu in "${mus[@]}"; do models+=("$m$(suffix "$mu")"); done ;;
+    *) models+=("$m") ;;
+  esac
+done
+for m in "${models[@]}"; do package_of "$m" > /dev/null; done
 rm -rf "$RESULTS/parts" && mkdir -p "$RESULTS/parts"
 jobs=()
-for m in $SCORE; do
+for m in "${models[@]}"; do
   for f in $HELD; do jobs+=("$m $(package_of "$m") $RESULTS/held/$f $(echo "$f" | tr / _)"); done
 done
 score_one() { # <model> <package> <file> <part name>
@@ -128,10 +155,10 @@ export -f score_one
 export T RESULTS SCORE_PROVIDER
 export THREADS_ARGS="${threads[*]}"
 printf '%s\n' "${jobs[@]}" | xargs -P "$SCORE_JOBS" -L 1 bash -c 'threads=($THREADS_ARGS); score_one "$0" "$1" "$2" "$3"'
-for m in $SCORE; do
+for m in "${models[@]}"; do
   for f in $HELD; do cat "$RESULTS/parts/$m--$(echo "$f" | tr / _).json"; done > "$RESULTS/ppl-$m.jsonl"
 done
-stamp "scored $(echo $SCORE | wc -w) models on $(echo $HELD | wc -w) files"
+stamp "scored ${#models[@]} models on $(echo $HELD | wc -w) files"
 
-node scripts/memory-helps-table.mjs $(for m in $SCORE; do echo "$m=$RESULTS/ppl-$m.jsonl"; done) | tee "$RESULTS/table.md"
+node scripts/memory-helps-table.mjs $(for m in "${models[@]}"; do echo "$m=$RESULTS/ppl-$m.jsonl"; done) | tee "$RESULTS/table.md"
 stamp "done; results in $RESULTS"
