@@ -16,7 +16,7 @@ export interface ConfigurationReader {
 export const DEFAULTS = {
   executionProvider: 'auto' as ProviderChoice,
   'conversion.operator': 'delta_rule',
-  'conversion.magWeight': 0.5,
+  'conversion.magWeight': 0.05,
   'conversion.window': 512,
   'conversion.chunk': 64,
   'conversion.semantics': 'exact' as 'exact' | 'tptt-0.12',

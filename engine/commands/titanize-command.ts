@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { ModelError } from '../model/errors';
 import { HEAD_CHOICES, resolveQuantization, type HeadQuantization, type PackageQuantization } from '../titanize/int4';
 import type { PackageDType } from '../titanize/package';
-import { OPERATOR_MODES, type Semantics, type TpttSettingsInput } from '../titanize/settings';
+import { DEFAULT_MAG_WEIGHT, OPERATOR_MODES, type Semantics, type TpttSettingsInput } from '../titanize/settings';
 import { titanize } from '../titanize/titanize';
 import { adapterTrainedSettings, withTrainedSettings, type TrainedSettingKey } from '../titanize/adapter';
 import { choice, flag, int, noExtraPositionals, num, positional, str } from './args';
@@ -15,7 +15,7 @@ export function settingsFromArgs(ctx: CommandContext): TpttSettingsInput {
   const input: TpttSettingsInput = {};
   const mode = str(ctx, 'operator');
   if (mode !== undefined) input.operator_mode = mode;
-  if (str(ctx, 'mag-weight') !== undefined) input.mag_weight = num(ctx, 'mag-weight', 0.5);
+  if (str(ctx, 'mag-weight') !== undefined) input.mag_weight = num(ctx, 'mag-weight', DEFAULT_MAG_WEIGHT);
   if (flag(ctx, 'cross-gate')) input.cross_gate = true;
   if (flag(ctx, 'base-scale-attn')) input.base_scale_attn = true;
   if (str(ctx, 'window') !== undefined) input.max_self_attn_length = int(ctx, 'window', 0, -Infinity);
@@ -87,7 +87,7 @@ export const titanizeCommand: Command = {
     out: { type: 'string', help: 'package folder to write' },
     operator: { type: 'string', help: `operator_mode: ${OPERATOR_MODES.join(', ')} (default delta_rule)` },
     'recurrent-config': { type: 'string', help: 'explicit recurrent_config JSON (order, alpha_gate, beta_gate, linear, trick)' },
-    'mag-weight': { type: 'string', help: 'Memory-as-Gate weight μ of the linear branch, in [0, 1] (default 0.5)' },
+    'mag-weight': { type: 'string', help: `Memory-as-Gate weight μ of the linear branch, in [0, 1] (default ${DEFAULT_MAG_WEIGHT}; the reference's 0.5 needs alignment first)` },
     'cross-gate': { type: 'boolean', help: 'add the product of the two weighted branches' },
     'base-scale-attn': { type: 'boolean', help: 'scale the linear output by the RMS of the softmax output' },
     window: { type: 'string', help: 'softmax window W in tokens (max_self_attn_length; default unbounded)' },

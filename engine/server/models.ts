@@ -6,11 +6,11 @@ import * as path from 'node:path';
 import type { ModelInfo } from '../../protocol/engine';
 import { ModelError } from '../model/errors';
 import { readPackage, type LoadedPackage } from '../titanize/package';
-import type { TpttSettingsInput } from '../titanize/settings';
+import { DEFAULT_MAG_WEIGHT, type TpttSettingsInput } from '../titanize/settings';
 import { runTitanizeJob } from './titanize-job';
 
-/** The bundled demo model's conversion (issue 5: delta_rule, μ 0.5, window 512, chunk 64, exact). */
-export const DEMO_SETTINGS: TpttSettingsInput = { operator_mode: 'delta_rule', mag_weight: 0.5, max_self_attn_length: 512, max_chunk_size: 64, semantics: 'exact' };
+/** The bundled demo model's conversion: delta_rule, the default μ, window 512, chunk 64, exact. */
+export const DEMO_SETTINGS: TpttSettingsInput = { operator_mode: 'delta_rule', mag_weight: DEFAULT_MAG_WEIGHT, max_self_attn_length: 512, max_chunk_size: 64, semantics: 'exact' };
 export const DEMO_PACKAGE_NAME = 'code-llama-19m-titan';
 
 export function describePackage(pkg: LoadedPackage, demo: boolean): ModelInfo {
@@ -39,7 +39,7 @@ export function packageNameFor(source: string, input: TpttSettingsInput, dtype: 
   const parts = [
     path.basename(path.resolve(source)),
     input.operator_mode ?? 'delta_rule',
-    `mu${input.mag_weight ?? 0.5}`,
+    `mu${input.mag_weight ?? DEFAULT_MAG_WEIGHT}`,
     `w${input.max_self_attn_length ?? 'inf'}`,
     `c${input.max_chunk_size ?? 64}`,
     input.semantics ?? 'exact',
@@ -48,6 +48,12 @@ export function packageNameFor(source: string, input: TpttSettingsInput, dtype: 
   if (input.cross_gate) parts.push('xgate');
   if (adapter) parts.push(`lora-${path.basename(adapter)}`);
   return parts.join('-').replace(/[^A-Za-z0-9._-]+/g, '_');
+}
+
+/** Whether a package's recorded TPTT settings are the demo conversion's (DEMO_SETTINGS). */
+function convertedWithDemoSettings(pkg: LoadedPackage): boolean {
+  const t = (pkg.manifest.tptt ?? {}) as Record<string, unknown>;
+  return pkg.manifest.kind === 'titan' && !pkg.manifest.adapter && Object.entries(DEMO_SETTINGS).every(([key, value]) => t[key] === value);
 }
 
 export class ModelCatalog {
@@ -106,13 +112,13 @@ export class ModelCatalog {
 
   /**
    * The demo model's package, converting the bundled checkpoint on first use (or when the package
-   * is unreadable, e.g. written by an older engine).
+   * is unreadable or was converted with other settings, e.g. by an older engine: before the default
+   * μ became 0.05 the demo was converted with 0.5, which wrecks the unaligned model past its window).
    */
   async ensureDemoPackage(options: { signal?: AbortSignal; onProgress?: (message: string, done?: number, total?: number) => void } = {}): Promise<string> {
     const dir = this.demoPackageDir;
     try {
-      readPackage(dir);
-      return dir;
+      if (convertedWithDemoSettings(readPackage(dir))) return dir;
     } catch {
       // convert below
     }

@@ -19,7 +19,7 @@ import * as path from 'node:path';
 import { loadModelConfig, type ModelConfig } from '../model/config';
 import { ModelError } from '../model/errors';
 import { Checkpoint, readSafetensorsHeader, toFloat32, type TensorInfo } from '../model/safetensors';
-import { RECURRENT_MODES, type LoraConfig, type RecurrentConfig, type TpttSettingsInput } from './settings';
+import { RECURRENT_MODES, TPTT_DEFAULT_MAG_WEIGHT, type LoraConfig, type RecurrentConfig, type TpttSettingsInput } from './settings';
 
 export const ADAPTER_CONFIG_FILE = 'adapter_config.json';
 export const ADAPTER_WEIGHTS_FILE = 'adapter_model.safetensors';
@@ -300,6 +300,9 @@ export function adapterTrainedSettings(adapterDir: string): AdapterTrainedSettin
   if (raw.mag_weight !== undefined && raw.mag_weight !== null) {
     if (typeof raw.mag_weight !== 'number') throw new ModelError(`${where}: "mag_weight" must be a number, got ${JSON.stringify(raw.mag_weight)}`);
     settings.mag_weight = raw.mag_weight;
+  } else {
+    // A tptt config without the field was trained under tptt's default, not ours.
+    settings.mag_weight = TPTT_DEFAULT_MAG_WEIGHT;
   }
   bool('cross_gate');
   bool('base_scale_attn');

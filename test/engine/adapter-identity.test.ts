@@ -11,6 +11,7 @@ import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { ModelRunner } from '../../engine/runtime/session';
 import { adapterFormValues, validateForm } from '../../engine/server/settings-form';
+import { DEFAULT_MAG_WEIGHT, TPTT_DEFAULT_MAG_WEIGHT } from '../../engine/titanize/settings';
 import { writeRandomCheckpoint, type GeneratedCheckpoint } from '../helpers/checkpoint';
 import { writeRandomLoraAdapter } from '../helpers/lora-adapter';
 import { writeSafetensorsSync } from '../../engine/model/safetensors-writer';
@@ -85,6 +86,20 @@ describe('titanize --adapter with the settings the adapter records', () => {
     // Agreeing options are fine.
     const agreeing = await titanize('agreeing', ['--adapter', adapterDir, '--operator', 'delta_product', '--window', '32', '--mag-weight', '0.25', '--semantics', 'exact']);
     assert.equal((agreeing.tptt as { max_chunk_size: number }).max_chunk_size, 8);
+  });
+
+  it('reads a tptt config without mag_weight as trained under tptt’s default μ (0.5), not Titan’s', async () => {
+    const bare = writeRandomLoraAdapter(path.join(tmp, 'no-mu-adapter'), ckpt, { style: 'tptt', seed: 4 }).dir;
+    const file = path.join(bare, 'config.json');
+    const config = JSON.parse(fs.readFileSync(file, 'utf8'));
+    delete config.mag_weight;
+    fs.writeFileSync(file, JSON.stringify(config));
+    assert.notEqual(TPTT_DEFAULT_MAG_WEIGHT, DEFAULT_MAG_WEIGHT);
+    const report = await titanize('no-mu', ['--adapter', bare]);
+    assert.equal((report.tptt as { mag_weight: number }).mag_weight, TPTT_DEFAULT_MAG_WEIGHT);
+    const r = await runTitan(['titanize', ckpt.dir, '--out', path.join(tmp, 'no-mu-refused'), '--adapter', bare, '--mag-weight', String(DEFAULT_MAG_WEIGHT)]);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /--mag-weight 0\.05 contradicts the adapter, trained with mag_weight 0\.5/);
   });
 
   it('refuses options that contradict them, in one line naming option, value and file', async () => {

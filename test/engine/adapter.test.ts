@@ -437,9 +437,10 @@ describe('titan titanize --adapter (built CLI)', () => {
     };
     await writeSafetensors(path.join(byHand, 'model.safetensors'), [...llama.shapes].map(([name, shape]) => ({ name, shape, dtype: 'F32' as const, data: () => mergedValues(name) })));
     const byHandPkg = fresh('merged-by-hand-pkg');
-    assert.equal(titan(['titanize', byHand, '--out', byHandPkg]).status, 0);
+    // μ as the adapter's config.json records it (the adapter package takes it from there).
+    assert.equal(titan(['titanize', byHand, '--out', byHandPkg, '--mag-weight', '0.5']).status, 0);
     const plainPkg = fresh('plain-pkg');
-    assert.equal(titan(['titanize', llama.dir, '--out', plainPkg]).status, 0);
+    assert.equal(titan(['titanize', llama.dir, '--out', plainPkg, '--mag-weight', '0.5']).status, 0);
 
     const adapted = logits(out);
     const handMerged = logits(byHandPkg);

@@ -224,7 +224,7 @@ describe('engine server over JSON-RPC', () => {
     assert.ok(configureProgress.some((m) => /Converting the bundled demo model/.test(m)));
     assert.equal(status.model?.demo, true);
     assert.equal(status.model?.kind, 'titan');
-    assert.match(status.model?.summary ?? '', /delta_rule μ 0.5 · window 512 · chunk 64 · exact/);
+    assert.match(status.model?.summary ?? '', /delta_rule μ 0.05 · window 512 · chunk 64 · exact/);
     assert.equal(status.provider?.provider, 'cpu');
     assert.equal(status.modelError, null);
 

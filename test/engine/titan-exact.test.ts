@@ -46,6 +46,8 @@ const MODES = [
 ] as const satisfies readonly OperatorMode[];
 const WINDOW = 64;
 const CHUNK = 64;
+/** μ 0.5 (the reference's default, not Titan's): the linear branch weighs as much as softmax attention. */
+const MU = 0.5;
 const TOKENS = 300;
 const SEGMENTS = [50, 30, 16];
 /** Between feeding ways, by operator order (see the header). */
@@ -66,7 +68,7 @@ if (!isMainThread && (workerData as ReferenceJob | undefined)?.role === REFERENC
   // Reference worker: one mode's logits at REFERENCE_ROWS, then exit.
   const job = workerData as ReferenceJob;
   void loadLlamaWeights(DEMO_MODEL_DIR).then((weights) => {
-    const config = tpttConfig(job.mode, { maxSelfAttnLength: WINDOW, maxChunkSize: CHUNK });
+    const config = tpttConfig(job.mode, { magWeight: MU, maxSelfAttnLength: WINDOW, maxChunkSize: CHUNK });
     const rows = new ReferenceSession(weights, config, 'exact').call(job.ids, job.rows);
     parentPort!.postMessage(rows);
   });
@@ -180,7 +182,7 @@ function defineTests(): void {
         const t0 = performance.now();
         const reference = referenceOnWorker(mode, ids, REFERENCE_ROWS);
         reference.catch(() => undefined); // awaited below; a failure is reported there
-        const pkg = titanize(DEMO_MODEL_DIR, path.join(tmp, mode), { operator_mode: mode, max_self_attn_length: WINDOW, max_chunk_size: CHUNK, semantics: 'exact' }).pkg.dir;
+        const pkg = titanize(DEMO_MODEL_DIR, path.join(tmp, mode), { operator_mode: mode, mag_weight: MU, max_self_attn_length: WINDOW, max_chunk_size: CHUNK, semantics: 'exact' }).pkg.dir;
         const model = await WorkerModel.open(pkg, { provider: 'cpu', threads: 1 });
         try {
           const whole = await feed(model, ids, [TOKENS]);

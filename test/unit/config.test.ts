@@ -33,7 +33,7 @@ describe('TitanConfig', () => {
     assert.equal(c.autoBuild, true);
     assert.equal(c.maxFileBytes, 1024 * 1024);
     assert.equal(c.storageCapBytes, 1024 * 1024 * 1024);
-    assert.deepEqual(c.conversionDefaults, { operator: 'delta_rule', magWeight: 0.5, window: 512, chunk: 64, semantics: 'exact', dtype: 'fp32', crossGate: false, adapter: '' });
+    assert.deepEqual(c.conversionDefaults, { operator: 'delta_rule', magWeight: 0.05, window: 512, chunk: 64, semantics: 'exact', dtype: 'fp32', crossGate: false, adapter: '' });
   });
 
   it('falls back to defaults for values of the wrong type or out of range', () => {
@@ -56,7 +56,7 @@ describe('TitanConfig', () => {
     assert.equal(c.storageCapBytes, 1024 * 1024 * 1024);
     assert.equal(c.autoBuild, true);
     assert.deepEqual(c.memoryExclude, ['**/dist']);
-    assert.equal(c.conversionDefaults.magWeight, 0.5);
+    assert.equal(c.conversionDefaults.magWeight, 0.05);
     assert.equal(c.conversionDefaults.chunk, 64);
     assert.equal(c.conversionDefaults.semantics, 'exact');
     assert.equal(c.maxNewTokens, 256);
