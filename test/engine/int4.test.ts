@@ -20,6 +20,7 @@ import { titanize } from '../../engine/titanize/titanize';
 import { seededRandom } from '../../engine/util/random';
 import { runTitan } from '../helpers/cli';
 import { REPO_ROOT, SHARED_MODEL_DIR } from '../helpers/paths';
+import { TEST_MAG_WEIGHT } from '../helpers/workspace';
 
 let tmp: string;
 before(() => {
@@ -167,7 +168,7 @@ describe('int4 package of the real demo model', { timeout: 240_000 }, () => {
     [4, 0.5],
   ] as const) {
     it(`Titan package, accuracy_level ${accuracyLevel}: token-by-token decode (step graph) matches one pass within ${tolerance}`, async () => {
-      const { pkg } = titanize(SHARED_MODEL_DIR, path.join(tmp, `titan-int4-${accuracyLevel}`), { max_self_attn_length: 64, max_chunk_size: 16 }, { quantization: { method: 'int4', blockSize: 32, symmetric: true, head: 'int4', accuracyLevel } });
+      const { pkg } = titanize(SHARED_MODEL_DIR, path.join(tmp, `titan-int4-${accuracyLevel}`), { mag_weight: TEST_MAG_WEIGHT, max_self_attn_length: 64, max_chunk_size: 16 }, { quantization: { method: 'int4', blockSize: 32, symmetric: true, head: 'int4', accuracyLevel } });
       assert.ok(pkg.manifest.graphs.step, 'exact Titan packages have a step graph');
       assert.equal(pkg.manifest.quantization?.accuracyLevel, accuracyLevel);
       const model = await ModelRunner.open(pkg.dir, { provider: 'cpu', threads: 1 });

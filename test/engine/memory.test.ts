@@ -14,7 +14,7 @@ import { titanize } from '../../engine/titanize/titanize';
 import { writePackage } from '../../engine/titanize/package';
 import { UpdateCancelledError, WorkspaceMemory, type MemoryOptions, type MemoryStats } from '../../engine/memory/workspace-memory';
 import {
-  memoryDirIn, readStoredMemory, runTitan, setMtime, snapshotTree, stateDifference, syntheticSource, tinyTitanPackage, writeSyntheticWorkspace, REPO,
+  memoryDirIn, readStoredMemory, runTitan, setMtime, snapshotTree, stateDifference, syntheticSource, tinyTitanPackage, writeSyntheticWorkspace, REPO, TEST_MAG_WEIGHT,
 } from '../helpers/workspace';
 
 let tmp: string;
@@ -452,7 +452,7 @@ describe('errors users can meet', () => {
     writeSyntheticWorkspace(ws, { count: 2, lines: 10 });
     const base = writePackage(path.join(tmp, 'model', 'hf'), path.join(tmp, 'base-pkg'), { dtype: 'fp32', window: null, kind: 'base' }).dir;
     await assert.rejects(WorkspaceMemory.open({ packageDir: base, workspaces: [ws], storageDir: storage }), (e: unknown) => e instanceof ModelError && /base-model package/.test(e.message));
-    const unbounded = titanize(path.join(tmp, 'model', 'hf'), path.join(tmp, 'unbounded-pkg'), { max_chunk_size: 16 }).pkg.dir;
+    const unbounded = titanize(path.join(tmp, 'model', 'hf'), path.join(tmp, 'unbounded-pkg'), { mag_weight: TEST_MAG_WEIGHT, max_chunk_size: 16 }).pkg.dir;
     await assert.rejects(WorkspaceMemory.open({ packageDir: unbounded, workspaces: [ws], storageDir: storage }), (e: unknown) => e instanceof ModelError && /unbounded softmax window/.test(e.message));
     await assert.rejects(WorkspaceMemory.open({ packageDir: pkg, workspaces: [path.join(ws, 'nope')], storageDir: storage }), (e: unknown) => e instanceof ModelError && /does not exist/.test(e.message));
     await assert.rejects(WorkspaceMemory.open({ packageDir: path.join(tmp, 'nothing'), workspaces: [ws], storageDir: storage }), ModelError);

@@ -11,12 +11,13 @@ import { ModelRunner } from '../../engine/runtime/session';
 import { titanize } from '../../engine/titanize/titanize';
 import { writeRandomCheckpoint } from '../helpers/checkpoint';
 import { maxAbsDiff } from '../helpers/compare';
+import { TEST_MAG_WEIGHT } from '../helpers/workspace';
 
 test('titanize --run-tokens: longer runs give the same logits; bad run lengths are refused', async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'titan-run-length-'));
   try {
     const ckpt = await writeRandomCheckpoint(path.join(dir, 'hf'), { arch: 'llama', seed: 5 });
-    const settings = { operator_mode: 'delta_rule', max_self_attn_length: 24, max_chunk_size: 8 };
+    const settings = { operator_mode: 'delta_rule', mag_weight: TEST_MAG_WEIGHT, max_self_attn_length: 24, max_chunk_size: 8 };
     const short = titanize(ckpt.dir, path.join(dir, 'short'), settings, { runTokens: 16 }).pkg;
     const long = titanize(ckpt.dir, path.join(dir, 'long'), settings, { runTokens: 72 }).pkg;
     assert.equal(short.manifest.runCapacity, 16);

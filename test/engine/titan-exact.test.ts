@@ -31,6 +31,7 @@ import { OPERATOR_MODES, RECURRENT_MODES } from '../../engine/titanize/settings'
 import { titanize } from '../../engine/titanize/titanize';
 import { maxAbsDiff } from '../helpers/compare';
 import { DEMO_MODEL_DIR, REPO_ROOT } from '../helpers/goldens';
+import { TEST_MAG_WEIGHT } from '../helpers/workspace';
 import { loadLlamaWeights, ReferenceSession, tpttConfig, type OperatorMode } from '../reference/tptt-reference';
 
 const MODES = [
@@ -46,8 +47,6 @@ const MODES = [
 ] as const satisfies readonly OperatorMode[];
 const WINDOW = 64;
 const CHUNK = 64;
-/** μ 0.5 (the reference's default, not Titan's): the linear branch weighs as much as softmax attention. */
-const MU = 0.5;
 const TOKENS = 300;
 const SEGMENTS = [50, 30, 16];
 /** Between feeding ways, by operator order (see the header). */
@@ -68,7 +67,7 @@ if (!isMainThread && (workerData as ReferenceJob | undefined)?.role === REFERENC
   // Reference worker: one mode's logits at REFERENCE_ROWS, then exit.
   const job = workerData as ReferenceJob;
   void loadLlamaWeights(DEMO_MODEL_DIR).then((weights) => {
-    const config = tpttConfig(job.mode, { magWeight: MU, maxSelfAttnLength: WINDOW, maxChunkSize: CHUNK });
+    const config = tpttConfig(job.mode, { magWeight: TEST_MAG_WEIGHT, maxSelfAttnLength: WINDOW, maxChunkSize: CHUNK });
     const rows = new ReferenceSession(weights, config, 'exact').call(job.ids, job.rows);
     parentPort!.postMessage(rows);
   });
@@ -182,7 +181,7 @@ function defineTests(): void {
         const t0 = performance.now();
         const reference = referenceOnWorker(mode, ids, REFERENCE_ROWS);
         reference.catch(() => undefined); // awaited below; a failure is reported there
-        const pkg = titanize(DEMO_MODEL_DIR, path.join(tmp, mode), { operator_mode: mode, mag_weight: MU, max_self_attn_length: WINDOW, max_chunk_size: CHUNK, semantics: 'exact' }).pkg.dir;
+        const pkg = titanize(DEMO_MODEL_DIR, path.join(tmp, mode), { operator_mode: mode, mag_weight: TEST_MAG_WEIGHT, max_self_attn_length: WINDOW, max_chunk_size: CHUNK, semantics: 'exact' }).pkg.dir;
         const model = await WorkerModel.open(pkg, { provider: 'cpu', threads: 1 });
         try {
           const whole = await feed(model, ids, [TOKENS]);

@@ -18,6 +18,7 @@ import type { TpttSettingsInput } from '../../engine/titanize/settings';
 import { titanize } from '../../engine/titanize/titanize';
 import { maxAbsDiff } from '../helpers/compare';
 import { DEMO_MODEL_DIR, REPO_ROOT } from '../helpers/goldens';
+import { TEST_MAG_WEIGHT } from '../helpers/workspace';
 
 /** Same package, same inputs, same run plan: restoring must reproduce the logits (float32 noise at most). */
 const SAME = 1e-6;
@@ -64,8 +65,8 @@ const restRows = (): number[] => rest().map((_, i) => i);
 const PACKAGES: { name: string; settings: TpttSettingsInput }[] = [
   // Order 2 (virtual-token history in the state), gated α, a window shorter than the stream, chunks
   // of 16 so the save falls inside a chunk (70 = 4·16 + 6).
-  { name: 'exact gated_delta_product, window 32, chunk 16', settings: { operator_mode: 'gated_delta_product', max_self_attn_length: 32, max_chunk_size: 16, semantics: 'exact' } },
-  { name: 'tptt-0.12 delta_product_c', settings: { operator_mode: 'delta_product_c', semantics: 'tptt-0.12' } },
+  { name: 'exact gated_delta_product, window 32, chunk 16', settings: { operator_mode: 'gated_delta_product', mag_weight: TEST_MAG_WEIGHT, max_self_attn_length: 32, max_chunk_size: 16, semantics: 'exact' } },
+  { name: 'tptt-0.12 delta_product_c', settings: { operator_mode: 'delta_product_c', mag_weight: TEST_MAG_WEIGHT, semantics: 'tptt-0.12' } },
 ];
 
 for (const spec of PACKAGES) {
@@ -245,7 +246,7 @@ describe('constant memory over a long stream', () => {
   const BOUND = 64 * 2 ** 20;
 
   test(`${TOTAL_TOKENS.toLocaleString('en')} tokens, window 512, chunk 64: RSS after ${WARM.toLocaleString('en')} tokens grows by < 64 MiB, logits stay finite`, { timeout: 30 * 60_000 }, async (t) => {
-    const pkg = titanize(DEMO_MODEL_DIR, path.join(tmp, 'long'), { operator_mode: 'delta_rule', max_self_attn_length: 512, max_chunk_size: 64 }).pkg.dir;
+    const pkg = titanize(DEMO_MODEL_DIR, path.join(tmp, 'long'), { operator_mode: 'delta_rule', mag_weight: TEST_MAG_WEIGHT, max_self_attn_length: 512, max_chunk_size: 64 }).pkg.dir;
     const probe = path.join(REPO_ROOT, 'test/helpers/memory-probe.ts');
     const { stdout, stderr, code } = await new Promise<{ stdout: string; stderr: string; code: number | null }>((resolve, reject) => {
       const child = spawn(process.execPath, ['--import', 'tsx', probe, pkg, String(TOTAL_TOKENS), String(EVERY), String(CALL)], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });

@@ -12,6 +12,7 @@ import { writeRandomCheckpoint } from '../helpers/checkpoint';
 import { titanize } from '../../engine/titanize/titanize';
 import { ModelRunner } from '../../engine/runtime/session';
 import { hasVulkan } from '../helpers/vulkan';
+import { TEST_MAG_WEIGHT } from '../helpers/workspace';
 
 
 /** Ops that only ever see int64/bool shape values in our graphs, which ORT keeps on the CPU. */
@@ -46,7 +47,7 @@ test('WebGPU: fp16 Titan graphs keep every float op on the GPU and match the fp3
     const ckpt = await writeRandomCheckpoint(path.join(dir, 'hf'), { arch: 'llama', seed: 7 });
     for (const operator of ['delta_rule', 'delta_product', 'gated_delta_rule']) {
       const out = path.join(dir, operator);
-      titanize(ckpt.dir, out, { operator_mode: operator, max_self_attn_length: 16, max_chunk_size: 8 }, { dtype: 'fp16' });
+      titanize(ckpt.dir, out, { operator_mode: operator, mag_weight: TEST_MAG_WEIGHT, max_self_attn_length: 16, max_chunk_size: 8 }, { dtype: 'fp16' });
       for (const graph of ['decoder-fp16.onnx', 'step-fp16.onnx']) {
         const placed = placements(path.join(out, graph));
         const offending = placed.cpu.filter((n) => !SHAPE_OPS.has(n.op));
@@ -96,7 +97,7 @@ test('WebGPU: fp16 graphs of other layouts (q/k/v biases and untied head; tied e
     for (const [name, options] of [['qwen2', { arch: 'qwen2' }], ['qwen3', { arch: 'qwen3', configStyle: 'new', tied: true }]] as const) {
       const ckpt = await writeRandomCheckpoint(path.join(dir, `${name}-hf`), { ...options, seed: 5 });
       const out = path.join(dir, name);
-      titanize(ckpt.dir, out, { operator_mode: 'delta_rule', max_self_attn_length: 16, max_chunk_size: 8 }, { dtype: 'fp16' });
+      titanize(ckpt.dir, out, { operator_mode: 'delta_rule', mag_weight: TEST_MAG_WEIGHT, max_self_attn_length: 16, max_chunk_size: 8 }, { dtype: 'fp16' });
       const { maxDiff, scale } = await fp16Drift(out);
       t.diagnostic(`${name}: max |fp16 WebGPU − fp32 CPU| = ${maxDiff.toExponential(2)} (logit scale ${scale.toFixed(2)})`);
       assert.ok(maxDiff <= 2e-2 * Math.max(1, scale), `${name}: fp16 logits drift too far: ${maxDiff}`);
@@ -111,7 +112,7 @@ test('WebGPU: state kept in device memory between runs gives the same logits and
   try {
     const ckpt = await writeRandomCheckpoint(path.join(dir, 'hf'), { arch: 'llama', seed: 11 });
     const out = path.join(dir, 'titan');
-    titanize(ckpt.dir, out, { operator_mode: 'delta_rule', max_self_attn_length: 16, max_chunk_size: 8 }, { dtype: 'fp16' });
+    titanize(ckpt.dir, out, { operator_mode: 'delta_rule', mag_weight: TEST_MAG_WEIGHT, max_self_attn_length: 16, max_chunk_size: 8 }, { dtype: 'fp16' });
     const host = await ModelRunner.open(out, { provider: 'webgpu', stateOnDevice: false });
     const device = await ModelRunner.open(out, { provider: 'webgpu' });
     try {

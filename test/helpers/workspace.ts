@@ -14,6 +14,13 @@ export const REPO = path.resolve(__dirname, '../..');
 export const DEMO_MODEL = path.join(REPO, 'media/models/code-llama-19m');
 
 /**
+ * μ of the packages tests build: the reference's 0.5, where the linear branch weighs as much as
+ * softmax attention, not Titan's default 0.05, under which an error in the branch would move the
+ * logits a tenth as much.
+ */
+export const TEST_MAG_WEIGHT = 0.5;
+
+/**
  * A random-weight llama titanized with a small window: hidden 64, 2 layers and a byte-level BPE
  * tokenizer with a chat template by default; `minimal` (hidden 32, 1 layer) runs about three times
  * faster where only volume matters; `tokenizer: 'code-llama-19m'` gives the demo model's tokens.
@@ -26,13 +33,13 @@ export async function tinyTitanPackage(
   const hf = path.join(dir, 'hf');
   const size = options.minimal ? { hiddenSize: 32, numLayers: 1, numHeads: 2, numKvHeads: 1 } : { hiddenSize: 64, numLayers: 2 };
   await writeRandomCheckpoint(hf, { arch: 'llama', ...size, seed: options.seed ?? 1, chatTemplate: 'inline', tokenizer: options.tokenizer ?? 'tiny', tied: options.tokenizer === 'code-llama-19m' });
-  const { pkg } = titanize(hf, path.join(dir, 'pkg'), { max_self_attn_length: 64, max_chunk_size: 16, ...settings });
+  const { pkg } = titanize(hf, path.join(dir, 'pkg'), { max_self_attn_length: 64, max_chunk_size: 16, mag_weight: TEST_MAG_WEIGHT, ...settings });
   return pkg.dir;
 }
 
 /** The bundled code-llama-19m titanized for workspace memory. */
 export function demoTitanPackage(dir: string, settings: TpttSettingsInput = {}): string {
-  const { pkg } = titanize(DEMO_MODEL, dir, { max_self_attn_length: 256, max_chunk_size: 64, ...settings });
+  const { pkg } = titanize(DEMO_MODEL, dir, { max_self_attn_length: 256, max_chunk_size: 64, mag_weight: TEST_MAG_WEIGHT, ...settings });
   return pkg.dir;
 }
 

@@ -13,7 +13,7 @@ import { decodeState } from '../../engine/runtime/state-blob';
 import { titanize } from '../../engine/titanize/titanize';
 import * as P from '../../protocol/engine';
 import { writeRandomCheckpoint } from '../helpers/checkpoint';
-import { memoryDirIn } from '../helpers/workspace';
+import { memoryDirIn, TEST_MAG_WEIGHT } from '../helpers/workspace';
 import { CLI_BUNDLE } from './engine-bundle';
 import { configureEngine, startEngine } from './engine-process';
 import { checkStorage, finalDifference, memoryReference, type MemoryReference } from './memory-reference';
@@ -158,7 +158,7 @@ it('fp16 package: a GPU failure mid-answer widens the half-precision state for t
   }, async (figures) => {
     const hf = path.join(tmp, 'fp16-hf');
     await writeRandomCheckpoint(hf, { arch: 'llama', hiddenSize: 64, numLayers: 2, seed: 1, chatTemplate: 'inline', tokenizer: 'tiny' });
-    const { pkg } = titanize(hf, path.join(tmp, 'fp16-pkg'), { max_self_attn_length: 64, max_chunk_size: 16 }, { dtype: 'fp16' });
+    const { pkg } = titanize(hf, path.join(tmp, 'fp16-pkg'), { mag_weight: TEST_MAG_WEIGHT, max_self_attn_length: 64, max_chunk_size: 16 }, { dtype: 'fp16' });
     const ws = path.join(tmp, 'fp16-ws');
     fs.cpSync(ref.ws, ws, { recursive: true, preserveTimestamps: true });
     const storage = path.join(tmp, 'fp16-storage');
