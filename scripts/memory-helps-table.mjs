@@ -98,9 +98,8 @@ for (const m of models) {
 }
 
 const control = byName.get('control-aligned');
-for (const t of tags) {
+for (const t of control ? tags : []) {
   const titan = byName.get(`titan-aligned${t}`);
-  if (!control) break;
   const deltas = BEYOND.filter((b) => ref.buckets.has(b)).map((b) => [b, titan.buckets.get(b) - control.buckets.get(b)]);
   const helps = deltas.length > 0 && deltas.every(([, d]) => d < 0);
   out.push('');

@@ -5,7 +5,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
 import { DEFAULTS, mergeExcludes, TitanConfig, type ConfigurationReader } from '../../extension/config';
-import { OPERATOR_MODES } from '../../engine/titanize/settings';
+import { DEFAULT_MAG_WEIGHT, OPERATOR_MODES } from '../../engine/titanize/settings';
 
 const manifest = JSON.parse(fs.readFileSync(path.resolve(__dirname, '../../package.json'), 'utf8'));
 const properties: Record<string, { default: unknown; enum?: unknown[] }> = manifest.contributes.configuration.properties;
@@ -24,6 +24,10 @@ describe('TitanConfig', () => {
 
   it('offers exactly the engine operator modes', () => {
     assert.deepEqual(properties['titan.conversion.operator'].enum, OPERATOR_MODES);
+  });
+
+  it('defaults μ to the engine default (the CLI and the demo conversion use it)', () => {
+    assert.equal(DEFAULTS['conversion.magWeight'], DEFAULT_MAG_WEIGHT);
   });
 
   it('reads defaults when nothing is set', () => {
